@@ -1,0 +1,1 @@
+"""Data layer: preparation (download, verify, manifests), loading, synthetic scenes."""

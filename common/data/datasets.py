@@ -1,0 +1,79 @@
+"""SpeechBrain datasets over the JSON manifests, and the label encoder.
+
+Class indices follow the ESC-50 ``target`` ids when they fit the classifier's
+output size; otherwise (e.g. ESC-10 with 10 outputs) the targets are ranked
+and the explicit mapping is saved as ``label_encoder.txt`` beside the
+checkpoints, so a later evaluation run maps labels the same way.
+"""
+
+import json
+from pathlib import Path
+
+import speechbrain as sb
+from speechbrain.dataio.encoder import CategoricalEncoder
+
+from common.data.audio import load_audio
+from common.errors import DataError
+from common.io import atomic_path
+
+
+def build_label_encoder(manifest_paths, out_n_neurons, save_path=None):
+    """Map class names to indices (ESC-50 target ids, else their rank).
+
+    A saved encoder at ``save_path`` is reused (and checked against the data).
+    """
+    targets = {}
+    for path in manifest_paths:
+        with open(path, encoding="utf-8") as f:
+            for entry in json.load(f).values():
+                targets[entry["class_string"]] = int(entry["classID"])
+    encoder = CategoricalEncoder()
+    if save_path is not None and Path(save_path).is_file():
+        encoder.load(save_path)
+        unknown = sorted(set(targets) - set(encoder.lab2ind))
+        if unknown:
+            raise DataError(
+                f"Classes {unknown} are not in the saved label encoder {save_path}; delete it to rebuild, or use the data it was made for."
+            )
+        encoder.expect_len(len(encoder.lab2ind))
+        return encoder
+    ordered = sorted(targets.items(), key=lambda kv: kv[1])
+    if len(ordered) > out_n_neurons:
+        raise DataError(
+            f"The data has {len(ordered)} classes but out_n_neurons={out_n_neurons}; set --out_n_neurons {len(ordered)}."
+        )
+    use_targets = max(t for _, t in ordered) < out_n_neurons
+    for rank, (label, target) in enumerate(ordered):
+        encoder.enforce_label(label, target if use_targets else rank)
+    encoder.expect_len(len(ordered))
+    if save_path is not None:
+        with atomic_path(save_path) as tmp:
+            encoder.save(tmp)
+    return encoder
+
+
+def classification_datasets(manifests, label_encoder, sample_rate, signal_length_s=None):
+    """One DynamicItemDataset per split with ``sig`` and ``class_string_encoded``.
+
+    ``manifests``: mapping split name -> JSON manifest path.
+    """
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        return load_audio(wav, sample_rate, length_s=signal_length_s)
+
+    @sb.utils.data_pipeline.takes("class_string")
+    @sb.utils.data_pipeline.provides("class_string", "class_string_encoded")
+    def label_pipeline(class_string):
+        yield class_string
+        yield label_encoder.encode_label_torch(class_string)
+
+    return {
+        split: sb.dataio.dataset.DynamicItemDataset.from_json(
+            json_path=str(path),
+            dynamic_items=[audio_pipeline, label_pipeline],
+            output_keys=["id", "sig", "class_string_encoded", "class_string"],
+        )
+        for split, path in manifests.items()
+    }

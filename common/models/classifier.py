@@ -1,0 +1,91 @@
+"""The Classifier interface that interpreters and metrics talk to.
+
+``features(wavs) -> X`` (the spectrogram the model sees, (B, T, F)),
+``hidden(X)`` (the representation interpreters read) and ``logits(X)``.
+The wrapper holds the encoder (``embedding_model``) and the head
+(``classifier``) as separate submodules under SpeechBrain's names, so
+checkpoints published for SpeechBrain's ESC-50 recipes load into them.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def _is_transformers_model(module):
+    return hasattr(module, "config") and hasattr(module.config, "model_type")
+
+
+class AudioClassifier(torch.nn.Module):
+    """front-end -> encoder -> pooling -> head, with a logit scale.
+
+    Arguments
+    ---------
+    front_end : torch.nn.Module
+        Waveforms (B, samples) -> log spectrogram (B, T, F).
+    embedding_model : torch.nn.Module
+        A speechbrain lobe (Conv2dEncoder_v2, Cnn14, ...) taking (B, T, F), or
+        a transformers FocalNet/ViT backbone (fed a resized 3-channel image).
+    classifier : torch.nn.Module
+        Pooled embedding (B, D) -> class scores.
+    logit_scale : float
+        Multiplies the head's scores. A cosine head (ECAPA ``Classifier``)
+        outputs cosines in [-1, 1]; scaling them by the additive-angular-margin
+        scale used in training makes ``softmax(logits)`` the probabilities the
+        model was trained to produce.
+    """
+
+    def __init__(self, front_end, embedding_model, classifier, logit_scale=1.0):
+        super().__init__()
+        self.front_end = front_end
+        self.embedding_model = embedding_model
+        self.classifier = classifier
+        self.logit_scale = float(logit_scale)
+
+    # -- the interface ------------------------------------------------------
+    def features(self, wavs):
+        """Waveforms (B, samples) -> spectrogram X (B, T, F) the model sees."""
+        return self.front_end(wavs)
+
+    def hidden(self, X):
+        """The encoder's representation of X (a map or a sequence)."""
+        model = self.embedding_model
+        if _is_transformers_model(model):
+            out = model(pixel_values=self.to_image(X))
+            if model.config.model_type == "focalnet":
+                return out.feature_maps[-1]  # (B, C, h, w)
+            return out.last_hidden_state  # (B, tokens, C)
+        out = model(X)
+        return out[0] if isinstance(out, tuple) else out
+
+    def pool(self, hidden):
+        """(B, C, h, w) or (B, tokens, C) or (B, 1, C) -> (B, C)."""
+        if hidden.ndim == 4:
+            return hidden.mean(dim=(-1, -2))
+        if hidden.ndim == 3:
+            return hidden.mean(dim=1)
+        return hidden
+
+    def head_scores(self, X):
+        """The head's own outputs (cosines for a cosine head), (B, n_classes)."""
+        out = self.classifier(self.pool(self.hidden(X)))
+        return out.squeeze(1) if out.ndim == 3 else out
+
+    def logits(self, X):
+        """Class logits (B, n_classes) for spectrograms X."""
+        return self.head_scores(X) * self.logit_scale
+
+    def forward(self, wavs, head_scores=False):
+        """Waveforms -> logits (or, for training losses that scale themselves, head scores)."""
+        X = self.features(wavs)
+        return self.head_scores(X) if head_scores else self.logits(X)
+
+    def predict_proba(self, X):
+        return F.softmax(self.logits(X), dim=-1)
+
+    # -- helpers -------------------------------------------------------------
+    def to_image(self, X):
+        """Resize X to the backbone's square input and repeat to 3 channels."""
+        config = self.embedding_model.config
+        size = config.image_size
+        img = F.interpolate(X.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False)
+        return img.expand(-1, config.num_channels, -1, -1)

@@ -1,0 +1,88 @@
+"""Loading published weights: SpeechBrain checkpoints and transformers backbones.
+
+Both paths take a HuggingFace hub id or a local path. Offline, or for an
+unknown id, they raise HubUnavailableError saying how to proceed.
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+
+from common.errors import CheckpointError, HubUnavailableError
+
+logger = logging.getLogger(__name__)
+
+
+def _offline_hint(source, flag):
+    return (
+        f"Could not fetch {source!r} from the HuggingFace hub (no internet, or an unknown id). "
+        f"Train from scratch with {flag}, or download it where you have internet "
+        f"(`huggingface-cli download ...`) and pass the local path instead."
+    )
+
+
+def check_state_dict_fits(module, state_dict, source):
+    """Raise CheckpointError listing missing/unexpected keys and shape mismatches."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    mismatched = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state_dict))
+        if hasattr(state_dict[k], "shape") and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    problems = [
+        f"{len(items)} {what} (e.g. {items[:3]})"
+        for what, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        )
+        if items
+    ]
+    if problems:
+        raise CheckpointError(
+            f"Checkpoint {source} does not fit {type(module).__name__}: " + "; ".join(problems) + ". "
+            "Check that the hparams (model size, number of classes) match those it was trained with."
+        )
+
+
+def load_speechbrain_params(module, path_or_hub, collect_in, name="embedding_model", flag="--use_pretrained 0"):
+    """Load a SpeechBrain ``.ckpt`` (hub ``owner/repo/file.ckpt`` or local path) into ``module``."""
+    from speechbrain.utils.parameter_transfer import Pretrainer
+
+    pretrainer = Pretrainer(collect_in=str(collect_in), loadables={name: module}, paths={name: str(path_or_hub)})
+    local = Path(str(path_or_hub)).exists()
+    try:
+        pretrainer.collect_files()
+    except Exception as exc:
+        if local:
+            raise CheckpointError(f"Could not read checkpoint {path_or_hub}: {exc}") from exc
+        raise HubUnavailableError(_offline_hint(path_or_hub, flag)) from exc
+    ckpt = Path(collect_in) / f"{name}.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    check_state_dict_fits(module, state, path_or_hub)
+    module.load_state_dict(state)
+    logger.info("Loaded %s from %s", name, path_or_hub)
+    return module
+
+
+def load_transformers_weights(module, hub_id, flag="--use_pretrained 0"):
+    """Copy the weights of a transformers checkpoint (hub id or folder) into ``module``."""
+    try:
+        donor = type(module).from_pretrained(hub_id)
+    except OSError as exc:
+        if Path(str(hub_id)).exists():
+            raise CheckpointError(f"Could not load transformers weights from {hub_id}: {exc}") from exc
+        raise HubUnavailableError(_offline_hint(hub_id, flag)) from exc
+    own = module.state_dict()
+    state = donor.state_dict()
+    unused = sorted(k for k in state if k not in own)  # e.g. ViT's pooler, unused by the recipes
+    if unused:
+        logger.info("Ignoring %d weights of %s that the model does not use: %s", len(unused), hub_id, unused[:5])
+    state = {k: v for k, v in state.items() if k in own}
+    check_state_dict_fits(module, state, hub_id)
+    module.load_state_dict(state)
+    logger.info("Loaded %s weights from %s", type(module).__name__, hub_id)
+    return module

@@ -1,0 +1,186 @@
+"""The classifier-training Brain shared by every classification recipe.
+
+Fixes over SpeechBrain's ESC-50 recipe: the loss is the ``compute_cost`` of
+the hparams (the additive angular margin loss for cosine heads), the cyclic
+learning rate is stepped per batch with a half cycle measured in epochs, the
+checkpoint metadata are plain floats, the best checkpoint is chosen by the
+logged validation accuracy and is the one ``--test_only`` evaluates.
+"""
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import speechbrain as sb
+import torch
+from speechbrain.nnet.schedulers import CyclicLRScheduler, update_learning_rate
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+
+from common.errors import CheckpointError
+from common.io import atomic_write_json
+from common.reports import save_confusion_matrix, write_table
+
+logger = logging.getLogger(__name__)
+
+BEST_KEY = "acc"  # validation accuracy selects the checkpoint to evaluate
+
+
+class CpuDistributedMixin:
+    """SpeechBrain converts BatchNorm to SyncBatchNorm under DDP, which only runs
+    on GPUs; on CPU (gloo) wrap in DDP without it (per-process batch statistics)."""
+
+    def _wrap_distributed(self):
+        if not (self.distributed_launch and str(self.device).startswith("cpu")):
+            return super()._wrap_distributed()
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = DDP(module, device_ids=None, find_unused_parameters=self.find_unused_parameters)
+
+
+class ClassifierBrain(CpuDistributedMixin, sb.Brain):
+    """Trains ``modules.model`` (an AudioClassifier) on (sig, class) batches."""
+
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        wavs, lens = batch.sig
+        augment = getattr(self.hparams, "augmentation", None)
+        if augment is not None and stage == sb.Stage.TRAIN:
+            wavs, lens = augment(wavs, lens)
+        # Through the module's forward, so DistributedDataParallel syncs gradients.
+        return self.modules.model(wavs, head_scores=True)
+
+    def compute_objectives(self, predictions, batch, stage):
+        classid, _ = batch.class_string_encoded
+        classid = classid.reshape(-1)
+        n_aug = predictions.shape[0] // classid.shape[0]  # augmenters may concat copies
+        classid = classid.repeat(n_aug)
+        loss = self.hparams.compute_cost(predictions.unsqueeze(1), classid.unsqueeze(1))
+        pred = predictions.argmax(dim=-1).cpu().numpy()
+        np.add.at(self.confusion, (classid.cpu().numpy(), pred), 1)
+        return loss
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        scheduler = getattr(self.hparams, "lr_annealing", None)
+        if should_step and hasattr(scheduler, "on_batch_end"):
+            scheduler.on_batch_end(self.optimizer)
+
+    def on_stage_start(self, stage, epoch=None):
+        n = self.hparams.out_n_neurons
+        self.confusion = np.zeros((n, n), dtype=np.int64)
+        self.stage_started = time.time()
+
+    def _stage_stats(self, stage_loss):
+        if torch.distributed.is_initialized():  # every process saw one shard
+            counts = torch.from_numpy(self.confusion)
+            torch.distributed.all_reduce(counts)
+            self.confusion = counts.numpy()
+        total = self.confusion.sum()
+        acc = float(np.trace(self.confusion) / total) if total else 0.0
+        return {"loss": float(stage_loss), "acc": acc, "error": 1.0 - acc}
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        stats = self._stage_stats(stage_loss)
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {**stats, "epoch_time_s": round(time.time() - self.stage_started, 1)}
+            return
+        if stage == sb.Stage.VALID:
+            lr = self.optimizer.param_groups[0]["lr"]
+            scheduler = getattr(self.hparams, "lr_annealing", None)
+            if scheduler is not None and not hasattr(scheduler, "on_batch_end"):
+                _, lr_new = scheduler(stats["loss"])
+                update_learning_rate(self.optimizer, lr_new)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": float(lr)}, train_stats=self.train_stats, valid_stats=stats
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={**stats, "epoch": int(epoch)},
+                max_keys=[BEST_KEY],
+                num_to_keep=getattr(self.hparams, "ckpt_keep", 1),
+            )
+            return
+        self._write_test_outputs(stats)
+
+    # -- evaluation ------------------------------------------------------------
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        ckpt = self.checkpointer.find_checkpoint(max_key=max_key, min_key=min_key)
+        if ckpt is None:
+            raise CheckpointError(
+                f"No checkpoint in {self.checkpointer.checkpoints_dir} to evaluate. Train first (run without "
+                "--test_only), or point --output_folder at the folder of a trained run."
+            )
+        super().on_evaluate_start(max_key=max_key, min_key=min_key)
+        self.evaluated_checkpoint = ckpt
+        logger.info(
+            "Evaluating checkpoint %s (best by valid %s; meta %s)", ckpt.path.name, max_key or min_key, ckpt.meta
+        )
+
+    def _write_test_outputs(self, stats):
+        labels = [self.hparams.label_encoder.ind2lab[i] for i in range(self.hparams.out_n_neurons)]
+        support = self.confusion.sum(axis=1)
+        per_class = {
+            lab: float(self.confusion[i, i] / support[i]) if support[i] else None
+            for i, lab in enumerate(labels)
+            if support[i]
+        }
+        ckpt = getattr(self, "evaluated_checkpoint", None)
+        meta = dict(ckpt.meta) if ckpt else {}
+        self.hparams.train_logger.log_stats(
+            stats_meta={"checkpoint epoch": meta.get("epoch"), "checkpoint valid acc": meta.get(BEST_KEY)},
+            test_stats=stats,
+        )
+        out = Path(self.hparams.output_folder)
+        result = {
+            **stats,
+            "n_clips": int(self.confusion.sum()),
+            "per_class_acc": per_class,
+            "confusion_matrix": self.confusion.tolist(),
+            "labels": labels,
+            "checkpoint": ckpt.path.name if ckpt else None,
+            "checkpoint_epoch": meta.get("epoch"),
+            "checkpoint_valid_acc": meta.get(BEST_KEY),
+        }
+        atomic_write_json(out / "test_results.json", result)
+        write_table(
+            [
+                {"class": lab, "accuracy": acc, "clips": int(support[labels.index(lab)])}
+                for lab, acc in per_class.items()
+            ],
+            out / "per_class_accuracy",
+        )
+        present = [i for i, n in enumerate(support) if n or self.confusion[:, i].any()]
+        save_confusion_matrix(
+            self.confusion[np.ix_(present, present)],
+            [labels[i] for i in present],
+            out / "confusion_matrix.png",
+            title=f"Test accuracy {stats['acc']:.3f}",
+        )
+
+    # -- learning-rate schedule --------------------------------------------------
+    def fit(
+        self, epoch_counter, train_set, valid_set=None, progressbar=None, train_loader_kwargs={}, valid_loader_kwargs={}
+    ):
+        if not isinstance(train_set, DataLoader):
+            train_set = self.make_dataloader(train_set, stage=sb.Stage.TRAIN, **train_loader_kwargs)
+        scheduler = getattr(self.hparams, "lr_annealing", None)
+        half_cycle = getattr(self.hparams, "lr_half_cycle_epochs", None)
+        if isinstance(scheduler, CyclicLRScheduler) and half_cycle:
+            scheduler.step_size = max(1, int(round(half_cycle * len(train_set))))
+        return super().fit(
+            epoch_counter,
+            train_set,
+            valid_set,
+            progressbar=progressbar,
+            train_loader_kwargs=train_loader_kwargs,
+            valid_loader_kwargs=valid_loader_kwargs,
+        )
+
+
+def train_loader_options(options, n_examples):
+    """Loader options for training: drop a last batch of one example, which
+    BatchNorm layers cannot normalise in training mode."""
+    batch_size = options.get("batch_size", 1)
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    per_process = -(-n_examples // world)  # DistributedSampler pads to equal shards
+    return {**options, "drop_last": batch_size > 1 and per_process % batch_size == 1}

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Train (or, with --test_only, evaluate) an ESC-50 classifier.
+
+    python train.py hparams/conv2d.yaml --data_folder /path/to/ESC-50-master
+    python train.py hparams/conv2d.yaml --data_folder DIR --test_only
+
+Wiring only: the Brain, data preparation and outputs live in ``common``.
+"""
+
+import sys
+
+from speechbrain.utils.distributed import run_on_main
+
+from common.data.datasets import build_label_encoder, classification_datasets
+from common.data.esc50 import prepare_esc50
+from common.recipe import setup_experiment
+from common.training import BEST_KEY, ClassifierBrain, train_loader_options
+
+
+def main(argv=None):
+    hparams, run_opts, _, _ = setup_experiment(argv)
+    run_on_main(
+        prepare_esc50,
+        kwargs={
+            "data_folder": hparams["data_folder"],
+            "audio_data_folder": hparams["audio_data_folder"],
+            "save_json_train": hparams["train_annotation"],
+            "save_json_valid": hparams["valid_annotation"],
+            "save_json_test": hparams["test_annotation"],
+            "train_fold_nums": hparams["train_fold_nums"],
+            "valid_fold_nums": hparams["valid_fold_nums"],
+            "test_fold_nums": hparams["test_fold_nums"],
+            "skip_manifest_creation": hparams["skip_manifest_creation"],
+            "sha256": hparams["archive_sha256"],
+            "download": hparams["download"],
+        },
+    )
+    manifests = {s: hparams[f"{s}_annotation"] for s in ("train", "valid", "test")}
+    label_encoder = build_label_encoder(
+        list(manifests.values()), hparams["out_n_neurons"], f"{hparams['save_folder']}/label_encoder.txt"
+    )
+    hparams["label_encoder"] = label_encoder
+    datasets = classification_datasets(manifests, label_encoder, hparams["sample_rate"], hparams["signal_length_s"])
+
+    brain = ClassifierBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    if not hparams["test_only"]:
+        if hparams["use_pretrained"] and hparams["checkpointer"].find_checkpoint() is None:
+            run_on_main(hparams["load_pretrained"], args=[hparams["embedding_model"]])
+        brain.fit(
+            hparams["epoch_counter"],
+            datasets["train"],
+            datasets["valid"],
+            train_loader_kwargs=train_loader_options(hparams["dataloader_options"], len(datasets["train"])),
+            valid_loader_kwargs={**hparams["dataloader_options"], "shuffle": False},
+        )
+    brain.evaluate(
+        datasets["test"], max_key=BEST_KEY, test_loader_kwargs={**hparams["dataloader_options"], "shuffle": False}
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny synthetic data made here, the real ESC-10 clips, recipe runner."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Nothing in the tests may reach the network: hub look-ups fail fast, offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ESC10 = REPO.parent / "shared" / "data" / "esc10"
+CLASSIFICATION = REPO / "recipes" / "ESC50" / "classification"
+
+# Tiny model sizes so every hparams file runs in seconds on a CPU.
+TINY_OVERRIDES = {
+    "conv2d": ["--emb_dim", "16"],
+    "cnn14": ["--emb_dim", "64"],
+    "focalnet": ["--focalnet_embed_dim", "8", "--focalnet_depths", "[1,1,1,1]", "--image_size", "32"],
+    "vit": [
+        "--vit_hidden_size",
+        "16",
+        "--vit_layers",
+        "1",
+        "--vit_heads",
+        "2",
+        "--vit_intermediate_size",
+        "32",
+        "--image_size",
+        "32",
+        "--vit_patch_size",
+        "8",
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    """3 classes x 5 clips of 1 s (one clip per class in each fold), with ground truth."""
+    from common.data.synthetic import make_synthetic_esc50
+
+    out = tmp_path_factory.mktemp("synthetic")
+    make_synthetic_esc50(out, n_classes=3, clips_per_class=5, duration_s=1.0, event_s=(0.3, 0.5), seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def esc10_data(tmp_path_factory):
+    """The 400 real ESC-10 clips in the ESC-50 layout (skipped where they are absent)."""
+    if not (SHARED_ESC10 / "materialize.py").is_file():
+        pytest.skip(f"real ESC-10 clips not found at {SHARED_ESC10}")
+    out = tmp_path_factory.mktemp("esc10")
+    subprocess.run([sys.executable, str(SHARED_ESC10 / "materialize.py"), str(out)], check=True, capture_output=True)
+    return out
+
+
+def copy_dataset(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def run_recipe(script, hparams, *args, cwd=None, env=None, timeout=900, check=True, launcher=None):
+    """Run a recipe script as a user would; return the CompletedProcess."""
+    cmd = [*(launcher or [sys.executable]), str(script), str(hparams), *map(str, args)]
+    proc = subprocess.run(
+        cmd, cwd=cwd or REPO, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc
