@@ -60,6 +60,10 @@ class AtomicCheckpointer(Checkpointer):
             # SpeechBrain would log the staging path; log the final one instead.
             ckpt = super().save_checkpoint(meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=logging.DEBUG)
             staged = self._staging
+        except BaseException:
+            if self._staging:  # drop the half-written folder now; earlier checkpoints are untouched
+                shutil.rmtree(self._staging[1], ignore_errors=True)
+            raise
         finally:
             self._staging = None
         if not staged:  # not the main process: it wrote nothing

@@ -53,6 +53,21 @@ class Log1pSpectrogram(torch.nn.Module):
             mag = self.compute_fbank(mag)
         return torch.log1p(mag)
 
+    def mask_to_stft_grid(self, mask):
+        """A mask on this front-end's grid -> a mask on the linear STFT grid.
+
+        Mel masks are spread back over the linear bins each band covers
+        (weighted by the filterbank), so a band's mask value applies to the
+        frequencies it was computed from.
+        """
+        if self.compute_fbank is None:
+            return mask
+        n_stft = self.compute_stft.n_fft // 2 + 1
+        with torch.no_grad():  # the filterbank is linear (log_mel=False): push the identity through it
+            fbank = self.compute_fbank(torch.eye(n_stft, device=mask.device)[None])[0].to(mask.dtype)
+        weight = fbank.sum(dim=1).clamp(min=1e-8)
+        return (mask @ fbank.T) / weight
+
     def mask_to_wav(self, mask, stft, length=None):
         """Listenable version of a (batch, time, freq) STFT-grid mask.
 

@@ -5,6 +5,7 @@ All files are written atomically.
 
 import csv
 import io
+from pathlib import Path
 
 import numpy as np
 
@@ -66,4 +67,69 @@ def save_confusion_matrix(cm, labels, path, title="Confusion matrix"):
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _plain(value):
+    """numpy / torch scalars -> Python numbers, so CSV cells hold numbers, not reprs."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _columns(rows):
+    """Union of the rows' keys, in first-seen order."""
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
+def write_metric_tables(per_clip_rows, summary_rows, out_dir, stem="metrics"):
+    """Write ``<stem>_per_clip.csv`` and ``<stem>_summary.md`` / ``.csv`` under ``out_dir``.
+
+    ``per_clip_rows``: one dict per clip (e.g. method, clip, one value per
+    metric); ``summary_rows``: one dict per method (display names as keys).
+    Rows may differ in keys: the columns are their union. Returns the
+    summary's markdown.
+    """
+    if not summary_rows:
+        raise ValueError("write_metric_tables needs at least one summary row")
+    out_dir = Path(out_dir)
+    per_clip_rows = [{k: _plain(v) for k, v in row.items()} for row in per_clip_rows]
+    summary_rows = [{k: _plain(v) for k, v in row.items()} for row in summary_rows]
+    buf = io.StringIO()
+    if per_clip_rows:
+        writer = csv.DictWriter(buf, fieldnames=_columns(per_clip_rows), restval="")
+        writer.writeheader()
+        writer.writerows(per_clip_rows)
+    atomic_write_text(out_dir / f"{stem}_per_clip.csv", buf.getvalue())
+    return write_table(summary_rows, out_dir / f"{stem}_summary", columns=_columns(summary_rows))
+
+
+def save_wav(path, wav, sample_rate):
+    """Write a mono waveform (tensor or array) as 16-bit PCM, atomically; peak-limited to [-1, 1]."""
+    import soundfile as sf
+
+    data = wav.detach().cpu().numpy() if hasattr(wav, "detach") else np.asarray(wav)
+    data = np.clip(np.nan_to_num(data.astype(np.float32)), -1.0, 1.0)
+    with atomic_path(path, suffix=".wav") as tmp:
+        sf.write(str(tmp), data, int(sample_rate), subtype="PCM_16", format="WAV")
+
+
+def save_explanation_figure(X, mask, path, title=""):
+    """Spectrogram | mask | masked spectrogram, side by side (time on x), as a png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    X = X.detach().cpu().float().numpy() if hasattr(X, "detach") else np.asarray(X)
+    mask = mask.detach().cpu().float().numpy() if hasattr(mask, "detach") else np.asarray(mask)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, img, name in zip(axes, (X, mask, X * mask), ("input spectrogram", "mask", "interpretation"), strict=True):
+        shown = ax.imshow(img.T, origin="lower", aspect="auto", cmap="magma")
+        ax.set_title(name)
+        ax.set_xlabel("frame")
+        fig.colorbar(shown, ax=ax, fraction=0.046)
+    axes[0].set_ylabel("frequency bin")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)

@@ -86,3 +86,42 @@ def load_transformers_weights(module, hub_id, flag="--use_pretrained 0"):
     module.load_state_dict(state)
     logger.info("Loaded %s weights from %s", type(module).__name__, hub_id)
     return module
+
+
+def best_checkpoint_dir(save_folder, key="acc"):
+    """The classification recipe's best checkpoint folder (highest ``key``), or None."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    ckpt = Checkpointer(str(save_folder)).find_checkpoint(max_key=key) if Path(save_folder).is_dir() else None
+    return None if ckpt is None else ckpt.path
+
+
+def load_classifier(classifier, source, collect_in, flag="--classifier_source"):
+    """Load a trained AudioClassifier's ``embedding_model`` and ``classifier`` weights.
+
+    ``source``: the classification recipe's ``save`` folder (its best
+    checkpoint by validation accuracy is used), a folder holding
+    ``embedding_model.ckpt`` and ``classifier.ckpt``, or a hub id with those
+    files (e.g. ``speechbrain/PIQ-ESC50``).
+    """
+    source = str(source)
+    folder = Path(source)
+    if folder.is_dir() and not (folder / "embedding_model.ckpt").is_file():
+        best = best_checkpoint_dir(folder)
+        if best is None:
+            raise CheckpointError(
+                f"No classifier checkpoint in {folder}: expected CKPT+*/ folders with embedding_model.ckpt and "
+                "classifier.ckpt, as written by recipes/ESC50/classification/train.py. Train the classifier first, "
+                f"or pass {flag} with a folder or hub id holding those two files."
+            )
+        folder = best
+    elif not folder.exists() and Path(source).is_absolute():
+        raise CheckpointError(f"Classifier checkpoint folder {source} does not exist; train the classifier first.")
+    for name in ("embedding_model", "classifier"):
+        path = folder / f"{name}.ckpt" if folder.is_dir() else f"{source}/{name}.ckpt"
+        if folder.is_dir() and not Path(path).is_file():
+            raise CheckpointError(
+                f"{path} is missing: a classifier checkpoint holds embedding_model.ckpt and classifier.ckpt."
+            )
+        load_speechbrain_params(getattr(classifier, name), path, collect_in, name=name, flag=flag + " DIR")
+    return folder

@@ -1,0 +1,281 @@
+"""The Brain every trained interpreter (PIQ, L2I, L-MAC, ...) shares.
+
+A frozen classifier (an AudioClassifier loaded from the classification
+recipe's checkpoint, a local folder or a hub id) is run once per clip: its
+spectrogram, hidden representation and prediction are cached, since they
+never change. The interpreter (``modules.interpreter``) exposes
+``loss_terms(X, hidden, target) -> (dict of terms, mask)``; the loss is their
+sum weighted by ``hparams.loss_weights``. Validation and test batches go
+through the shared evaluation suite; the test stage writes the per-clip and
+summary tables and, for the first ``n_examples`` clips, original.wav,
+interpretation.wav and a figure.
+"""
+
+import logging
+import time
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+
+from common.data.synthetic import load_ground_truth
+from common.errors import CheckpointError
+from common.interpreters.base import Explanation
+from common.io import atomic_write_json
+from common.metrics import DISPLAY_NAMES, EvaluationSuite, summarize
+from common.reports import save_explanation_figure, save_wav, write_metric_tables
+from common.training import CpuDistributedMixin
+
+logger = logging.getLogger(__name__)
+
+
+class InterpreterBrain(CpuDistributedMixin, sb.Brain):
+    """Trains ``modules.interpreter`` around the frozen ``hparams.classifier``."""
+
+    best_key = "loss"  # validation loss (the paper's objective) selects the checkpoint
+
+    # -- the frozen classifier -------------------------------------------------
+    def on_fit_start(self):
+        self._freeze_classifier()
+        super().on_fit_start()
+
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        self._freeze_classifier()
+        ckpt = self.checkpointer.find_checkpoint(max_key=max_key, min_key=min_key)
+        if ckpt is None:
+            raise CheckpointError(
+                f"No interpreter checkpoint in {self.checkpointer.checkpoints_dir}. Train it first (run without "
+                "--test_only), or point --output_folder at a trained run."
+            )
+        super().on_evaluate_start(max_key=max_key, min_key=min_key)
+        self.evaluated_checkpoint = ckpt
+        logger.info("Evaluating interpreter checkpoint %s (best by valid %s)", ckpt.path.name, max_key or min_key)
+
+    def _freeze_classifier(self):
+        classifier = self.hparams.classifier.to(self.device).eval()
+        for p in classifier.parameters():
+            p.requires_grad_(False)
+        self.frozen_cache = getattr(self, "frozen_cache", {})
+
+    @torch.no_grad()
+    def classifier_outputs(self, batch):
+        """(wavs, X, hidden, logits) of the frozen classifier, cached by clip id."""
+        wavs, _ = batch.sig
+        wavs = wavs.to(self.device)
+        use_cache = getattr(self.hparams, "cache_classifier_outputs", True)
+        if use_cache and all(i in self.frozen_cache for i in batch.id):
+            parts = [self.frozen_cache[i] for i in batch.id]
+            return (wavs, *(torch.stack([p[k] for p in parts]).to(self.device) for k in range(3)))
+        classifier = self.hparams.classifier
+        X = classifier.features(wavs)
+        hidden = classifier.hidden(X)
+        logits = classifier.classifier(classifier.pool(hidden)).reshape(X.shape[0], -1) * classifier.logit_scale
+        if use_cache:
+            for k, clip in enumerate(batch.id):
+                self.frozen_cache[clip] = (X[k].cpu(), hidden[k].cpu(), logits[k].cpu())
+        return wavs, X, hidden, logits
+
+    # -- training ----------------------------------------------------------------
+    def compute_forward(self, batch, stage):
+        wavs, X, hidden, logits = self.classifier_outputs(batch)
+        target = logits.argmax(dim=-1)  # explain the classifier's own decision
+        terms, mask = self.modules.interpreter.loss_terms(X, hidden, target)
+        return {"wavs": wavs, "X": X, "logits": logits, "target": target, "terms": terms, "mask": mask}
+
+    def compute_objectives(self, out, batch, stage):
+        weights = getattr(self.hparams, "loss_weights", {})
+        loss = sum(weights.get(name, 1.0) * value for name, value in out["terms"].items())
+        for name, value in out["terms"].items():
+            self.term_sums[name] = self.term_sums.get(name, 0.0) + float(value.detach()) * len(batch.id)
+        self.n_seen += len(batch.id)
+        if stage != sb.Stage.TRAIN:
+            self._evaluate_batch(out, batch, stage)
+        return loss
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        scheduler = getattr(self.hparams, "lr_annealing", None)
+        if should_step and hasattr(scheduler, "on_batch_end"):
+            scheduler.on_batch_end(self.optimizer)
+
+    # -- evaluation ----------------------------------------------------------------
+    def _ground_truth(self, batch, X):
+        folder = Path(self.hparams.data_folder) / "ground_truth"
+        if not folder.is_dir():
+            return None, None
+        masks, events = [], []
+        for clip in batch.id:
+            gt = load_ground_truth(self.hparams.data_folder, clip)
+            if tuple(gt["mask"].shape) != tuple(X.shape[1:]):
+                logger.warning(
+                    "Ground truth of %s is on a %s grid, not the classifier's %s: localization skipped",
+                    clip,
+                    gt["mask"].shape,
+                    tuple(X.shape[1:]),
+                )
+                return None, None
+            masks.append(torch.from_numpy(gt["mask"]).float())
+            events.append(torch.from_numpy(gt["event"]).float())
+        return torch.stack(masks).to(X.device), torch.stack(events).to(X.device)
+
+    def _evaluate_batch(self, out, batch, stage):
+        X, target, mask = out["X"], out["target"], out["mask"].detach()
+        explanation = Explanation(saliency=mask, mask=mask, target=target)
+        gt_mask, gt_event = self._ground_truth(batch, X)
+        classifier = self.hparams.classifier
+        interpretation_wavs = explanation.to_wav(classifier, out["wavs"])
+        if gt_event is not None:
+            n = min(gt_event.shape[-1], interpretation_wavs.shape[-1])
+            gt_event, interpretation_wavs_cmp = gt_event[..., :n], interpretation_wavs[..., :n]
+        else:
+            interpretation_wavs_cmp = None
+        started = time.time()
+        scores = self.suite.evaluate(
+            classifier,
+            X,
+            explanation,
+            ground_truth=gt_mask,
+            wavs=out["wavs"],
+            interpretation_wavs=interpretation_wavs_cmp,
+            event_wavs=gt_event,
+        )
+        self.eval_seconds += time.time() - started
+        labels = self.hparams.label_encoder.ind2lab
+        for k, clip in enumerate(batch.id):
+            row = {"id": clip, "class": batch.class_string[k], "predicted": labels[int(target[k])]}
+            row.update({name: float(v[k]) for name, v in scores.items()})
+            self.per_clip.append(row)
+        if stage == sb.Stage.TEST:
+            self._save_examples(out, batch, mask, interpretation_wavs)
+
+    def _save_examples(self, out, batch, mask, interpretation_wavs):
+        n_examples = getattr(self.hparams, "n_examples", 5)
+        folder = Path(self.hparams.output_folder) / "interpretations"
+        sr = self.hparams.sample_rate
+        labels = self.hparams.label_encoder.ind2lab
+        for k, clip in enumerate(batch.id):
+            if self.n_examples_saved >= n_examples:
+                return
+            clip_dir = folder / clip
+            save_wav(clip_dir / "original.wav", out["wavs"][k], sr)
+            save_wav(clip_dir / "interpretation.wav", interpretation_wavs[k], sr)
+            save_explanation_figure(
+                out["X"][k],
+                mask[k],
+                clip_dir / "explanation.png",
+                title=f"{clip}: true {batch.class_string[k]}, predicted {labels[int(out['target'][k])]}",
+            )
+            self.n_examples_saved += 1
+
+    # -- stages ------------------------------------------------------------------
+    def on_stage_start(self, stage, epoch=None):
+        self.term_sums, self.n_seen, self.per_clip = {}, 0, []
+        self.eval_seconds, self.n_examples_saved = 0.0, 0
+        if stage != sb.Stage.TRAIN:
+            self.suite = EvaluationSuite(self.hparams.metrics, n_steps=getattr(self.hparams, "curve_steps", 10))
+        self.stage_started = time.time()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        stats = {"loss": float(stage_loss)}
+        stats.update({name: total / max(self.n_seen, 1) for name, total in self.term_sums.items()})
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {**stats, "epoch_time_s": round(time.time() - self.stage_started, 1)}
+            return
+        if self.per_clip:
+            summary = summarize(
+                {k: torch.tensor([r.get(k, float("nan")) for r in self.per_clip]) for k in self.hparams.metrics}
+            )
+            stats.update({k: float(v) for k, v in summary.items()})
+        if stage == sb.Stage.VALID:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": float(self.optimizer.param_groups[0]["lr"])},
+                train_stats=self.train_stats,
+                valid_stats=stats,
+            )
+            meta = {k: v for k, v in stats.items() if v == v}  # NaN-free plain floats
+            self.checkpointer.save_and_keep_only(meta={**meta, "epoch": int(epoch)}, min_keys=[self.best_key])
+            return
+        self._write_test_outputs(stats)
+
+    def _write_test_outputs(self, stats):
+        out = Path(self.hparams.output_folder)
+        ckpt = getattr(self, "evaluated_checkpoint", None)
+        self.hparams.train_logger.log_stats(
+            stats_meta={"checkpoint": ckpt.path.name if ckpt else None}, test_stats=stats
+        )
+        method = getattr(self.hparams, "interpreter_name", "interpreter")
+        summary = {"method": method}
+        summary.update({DISPLAY_NAMES.get(k, k): stats[k] for k in self.hparams.metrics if k in stats})
+        write_metric_tables(self.per_clip, [summary], out, stem="test_metrics")
+        atomic_write_json(
+            out / "test_results.json",
+            {
+                **stats,
+                "n_clips": len(self.per_clip),
+                "checkpoint": ckpt.path.name if ckpt else None,
+                "evaluation_seconds": self.eval_seconds,
+            },
+        )
+
+
+def prepare_esc50_from_hparams(hparams):
+    """Run ``prepare_esc50`` with the recipe's keys (once, on the main process)."""
+    from speechbrain.utils.distributed import run_on_main
+
+    from common.data.esc50 import prepare_esc50
+
+    run_on_main(
+        prepare_esc50,
+        kwargs={
+            "data_folder": hparams["data_folder"],
+            "audio_data_folder": hparams["audio_data_folder"],
+            "save_json_train": hparams["train_annotation"],
+            "save_json_valid": hparams["valid_annotation"],
+            "save_json_test": hparams["test_annotation"],
+            "train_fold_nums": hparams["train_fold_nums"],
+            "valid_fold_nums": hparams["valid_fold_nums"],
+            "test_fold_nums": hparams["test_fold_nums"],
+            "skip_manifest_creation": hparams["skip_manifest_creation"],
+            "sha256": hparams["archive_sha256"],
+            "download": hparams["download"],
+        },
+    )
+
+
+def run_interpreter_recipe(argv, brain_class=InterpreterBrain):
+    """Wiring shared by the interpreter recipes: data, frozen classifier, fit, evaluate."""
+    from common.data.datasets import build_label_encoder, classification_datasets
+    from common.models.pretrained import load_classifier
+    from common.recipe import setup_experiment
+    from common.training import train_loader_options
+
+    hparams, run_opts, _, _ = setup_experiment(argv)
+    prepare_esc50_from_hparams(hparams)
+    source = hparams["pretrained_classifier"] if hparams["use_pretrained"] else hparams["classifier_source"]
+    loaded_from = load_classifier(hparams["classifier"], source, Path(hparams["save_folder"]) / "classifier")
+    # Reuse the classifier's label mapping, so indices mean the same classes.
+    encoder_file = Path(loaded_from).parent / "label_encoder.txt"
+    if not encoder_file.is_file():
+        encoder_file = Path(hparams["save_folder"]) / "label_encoder.txt"
+    manifests = {s: hparams[f"{s}_annotation"] for s in ("train", "valid", "test")}
+    hparams["label_encoder"] = build_label_encoder(list(manifests.values()), hparams["out_n_neurons"], encoder_file)
+    datasets = classification_datasets(
+        manifests, hparams["label_encoder"], hparams["sample_rate"], hparams["signal_length_s"]
+    )
+    brain = brain_class(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    loader = hparams["dataloader_options"]
+    if not hparams["test_only"]:
+        brain.fit(
+            hparams["epoch_counter"],
+            datasets["train"],
+            datasets["valid"],
+            train_loader_kwargs=train_loader_options(loader, len(datasets["train"])),
+            valid_loader_kwargs={**loader, "shuffle": False},
+        )
+    brain.evaluate(datasets["test"], min_key=brain.best_key, test_loader_kwargs={**loader, "shuffle": False})
+    return brain

@@ -1,0 +1,86 @@
+"""The Interpreter interface and the Explanation it returns.
+
+captum-style: an interpreter is built around a classifier (an
+``AudioClassifier``: ``features``, ``hidden``, ``logits``) and has one verb,
+``attribute(X, target) -> saliency`` shaped like the spectrogram X.
+``explain(wavs, target=None)`` wraps it: features, the predicted class when
+no target is given, the saliency and its [0, 1] mask, in an Explanation.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Explanation:
+    """What every interpreter returns.
+
+    saliency : (B, T, F) relevance in the classifier's spectrogram domain
+    mask     : (B, T, F) in [0, 1]; masked-in input is ``mask * X``
+    target   : (B,) the class explained
+    extras   : method-specific outputs (codebook indices, NMF activations, ...)
+    """
+
+    saliency: torch.Tensor
+    mask: torch.Tensor
+    target: torch.Tensor
+    extras: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.saliency.shape != self.mask.shape:
+            raise ValueError(
+                f"saliency {tuple(self.saliency.shape)} and mask {tuple(self.mask.shape)} must have the same shape"
+            )
+
+    def to_wav(self, classifier, wavs):
+        """Listenable explanation: mask -> STFT grid -> original phase -> ISTFT."""
+        front_end = classifier.front_end
+        stft = front_end.stft(wavs)
+        grid_mask = front_end.mask_to_stft_grid(self.mask.to(stft.dtype))
+        return front_end.mask_to_wav(grid_mask, stft, length=wavs.shape[-1])
+
+
+def saliency_to_mask(saliency, mode="minmax", quantile=0.9):
+    """Turn a saliency map into a [0, 1] mask, per clip.
+
+    ``minmax``: rescale positive relevance to [0, 1] (negative -> 0);
+    ``top``: binary mask of the bins above the per-clip ``quantile``.
+    """
+    flat = saliency.flatten(1)
+    if mode == "top":
+        thresh = torch.quantile(flat.float(), quantile, dim=1, keepdim=True)
+        return (flat >= thresh).to(saliency.dtype).view_as(saliency)
+    pos = flat.clamp(min=0)
+    peak = pos.max(dim=1, keepdim=True).values.clamp(min=1e-12)
+    return (pos / peak).view_as(saliency)
+
+
+class Interpreter:
+    """Base class: subclasses implement ``attribute`` (or override ``explain``)."""
+
+    mask_mode = "minmax"
+
+    def __init__(self, classifier):
+        self.classifier = classifier
+
+    def attribute(self, X, target, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must implement attribute(X, target)")
+
+    @torch.no_grad()
+    def predict(self, X):
+        return self.classifier.logits(X).argmax(dim=-1)
+
+    def explain(self, wavs=None, X=None, target=None, **kwargs):
+        """Explain ``wavs`` (or precomputed features ``X``) for ``target`` (default: the prediction)."""
+        if X is None:
+            with torch.no_grad():
+                X = self.classifier.features(wavs)
+        if target is None:
+            target = self.predict(X)
+        saliency = self.attribute(X, target, **kwargs)
+        if saliency.shape != X.shape:
+            raise ValueError(
+                f"{type(self).__name__} returned saliency {tuple(saliency.shape)} for input {tuple(X.shape)}"
+            )
+        return Explanation(saliency=saliency, mask=saliency_to_mask(saliency, self.mask_mode), target=target)

@@ -1,0 +1,97 @@
+"""The Metric interface and the cached inputs every metric reads.
+
+A metric never calls the classifier itself: it declares which classifier
+inputs it ``needs`` (see ``FORWARD_INPUTS``) and which extra data it
+``requires`` (ground truth, waveforms); the ``EvaluationSuite`` builds all of
+them, runs ``classifier.logits`` once over their concatenation, applies one
+softmax, and hands each metric a ``MetricInputs`` with the cached results.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from common.registry import METRICS
+
+# Classifier inputs a metric can ask for (X is the log1p spectrogram, so 0 is "removed"):
+#   x        : X itself
+#   mask_in  : M * X, only the explanation kept
+#   mask_out : (1 - M) * X, the explanation removed
+#   deletion : X with the top k / n_steps of bins (by saliency) set to 0, k = 0..n_steps
+#   insertion: zeros with the top k / n_steps of bins restored from X, k = 0..n_steps
+FORWARD_INPUTS = ("x", "mask_in", "mask_out", "deletion", "insertion")
+
+# Data beyond X and the explanation that a metric can require.
+EXTRA_INPUTS = ("ground_truth", "event_wavs", "interpretation_wavs")
+
+
+@dataclass
+class MetricInputs:
+    """Everything a metric computes its per-clip scores from.
+
+    ``logits[key]`` / ``probs[key]``: (B, C) for x, mask_in, mask_out;
+    (n_steps + 1, B, C) for the deletion and insertion curves.
+    """
+
+    X: torch.Tensor
+    saliency: torch.Tensor
+    mask: torch.Tensor
+    target: torch.Tensor
+    n_steps: int
+    logits: dict = field(default_factory=dict)
+    probs: dict = field(default_factory=dict)
+    ground_truth: torch.Tensor | None = None
+    event_wavs: torch.Tensor | None = None
+    interpretation_wavs: torch.Tensor | None = None
+
+    @property
+    def batch_size(self):
+        return self.X.shape[0]
+
+    def target_prob(self, key):
+        """p_c for the cached input ``key``: (B,) or, for curves, (B, n_steps + 1)."""
+        probs = self.probs[key]
+        if probs.ndim == 2:
+            return probs.gather(1, self.target[:, None]).squeeze(1)
+        index = self.target[None, :, None].expand(probs.shape[0], -1, 1)
+        return probs.gather(2, index).squeeze(2).T
+
+
+class Metric:
+    """A per-clip score of an explanation.
+
+    Subclasses set ``name``, ``display_name``, ``higher_is_better``, ``needs``
+    (a subset of ``FORWARD_INPUTS``), ``requires`` (a subset of
+    ``EXTRA_INPUTS``; without them the suite returns NaN for the metric) and
+    implement ``compute(inputs) -> (B,)``.
+    """
+
+    name = None
+    display_name = None
+    higher_is_better = True
+    needs = frozenset()
+    requires = frozenset()
+
+    def compute(self, inputs: MetricInputs) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement compute(inputs)")
+
+    def __call__(self, classifier, X, explanation, ground_truth=None, **kwargs):
+        """Score one metric alone (a one-metric suite); evaluate several with ``EvaluationSuite``."""
+        from common.metrics.suite import EvaluationSuite  # the suite imports this module
+
+        suite = EvaluationSuite([self], **{k: kwargs.pop(k) for k in ("n_steps", "batch_size") if k in kwargs})
+        return suite.evaluate(classifier, X, explanation, ground_truth=ground_truth, **kwargs)[self.name]
+
+    def __repr__(self):
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def register_metric(cls):
+    """Class decorator: check the declarations and register ``cls`` under ``cls.name``."""
+    unknown = set(cls.needs) - set(FORWARD_INPUTS)
+    if unknown:
+        raise ValueError(f"{cls.__name__} needs unknown inputs {sorted(unknown)}; known: {list(FORWARD_INPUTS)}")
+    unknown = set(cls.requires) - set(EXTRA_INPUTS)
+    if unknown:
+        raise ValueError(f"{cls.__name__} requires unknown data {sorted(unknown)}; known: {list(EXTRA_INPUTS)}")
+    return METRICS.register(cls.name)(cls)
