@@ -21,7 +21,7 @@ import torch
 from common.data.synthetic import load_ground_truth
 from common.errors import CheckpointError
 from common.interpreters.base import Explanation
-from common.io import atomic_write_json
+from common.io import atomic_path, atomic_write_json
 from common.metrics import DISPLAY_NAMES, EvaluationSuite, summarize
 from common.reports import save_explanation_figure, save_wav, write_metric_tables
 from common.training import CpuDistributedMixin
@@ -258,6 +258,10 @@ def run_interpreter_recipe(argv, brain_class=InterpreterBrain):
         encoder_file = Path(hparams["save_folder"]) / "label_encoder.txt"
     manifests = {s: hparams[f"{s}_annotation"] for s in ("train", "valid", "test")}
     hparams["label_encoder"] = build_label_encoder(list(manifests.values()), hparams["out_n_neurons"], encoder_file)
+    own_copy = Path(hparams["save_folder"]) / "label_encoder.txt"
+    if not own_copy.is_file():  # keep the run self-contained (export, --test_only)
+        with atomic_path(own_copy) as tmp:
+            hparams["label_encoder"].save(tmp)
     datasets = classification_datasets(
         manifests, hparams["label_encoder"], hparams["sample_rate"], hparams["signal_length_s"]
     )

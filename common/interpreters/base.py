@@ -62,7 +62,9 @@ class Interpreter:
     mask_mode = "minmax"
 
     def __init__(self, classifier):
-        self.classifier = classifier
+        # Not a registered submodule even when the interpreter is an nn.Module: the classifier
+        # stays frozen (never switched to train mode, never optimised, never saved with it).
+        object.__setattr__(self, "classifier", classifier)
 
     def attribute(self, X, target, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must implement attribute(X, target)")

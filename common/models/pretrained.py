@@ -116,7 +116,11 @@ def load_classifier(classifier, source, collect_in, flag="--classifier_source"):
             )
         folder = best
     elif not folder.exists() and Path(source).is_absolute():
-        raise CheckpointError(f"Classifier checkpoint folder {source} does not exist; train the classifier first.")
+        raise CheckpointError(
+            f"Classifier checkpoint folder {source} does not exist. Expected the classification recipe's save "
+            "folder (CKPT+*/ with embedding_model.ckpt and classifier.ckpt) or a folder holding those two files; "
+            "train the classifier first."
+        )
     for name in ("embedding_model", "classifier"):
         path = folder / f"{name}.ckpt" if folder.is_dir() else f"{source}/{name}.ckpt"
         if folder.is_dir() and not Path(path).is_file():

@@ -1,0 +1,248 @@
+"""ESC50/interpret: PIQ end to end (synthetic and ESC-10), --test_only, clear failures."""
+
+import csv
+import json
+
+import matplotlib.image as mpimg
+import pytest
+import soundfile as sf
+import torch
+
+from common.interpreters.base import Explanation
+from common.metrics import EvaluationSuite
+from tests.conftest import CLASSIFICATION, REPO, TINY_OVERRIDES, run_recipe
+
+INTERPRET = REPO / "recipes" / "ESC50" / "interpret"
+PIQ_TINY = ["--emb_dim", "16", "--K", "64", "--decoder_channels", "[8,8,4,4]"]
+
+
+def train_tiny_classifier(data, out, n_classes, length_s):
+    run_recipe(
+        CLASSIFICATION / "train.py",
+        CLASSIFICATION / "hparams" / "conv2d.yaml",
+        "--data_folder",
+        data,
+        "--output_folder",
+        out,
+        "--use_pretrained",
+        "0",
+        "--out_n_neurons",
+        n_classes,
+        "--batch_size",
+        "2",
+        "--signal_length_s",
+        length_s,
+        "--debug",
+        "--debug_persistently",
+        *TINY_OVERRIDES["conv2d"],
+    )
+    return out / "save"
+
+
+@pytest.fixture(scope="module")
+def synthetic_classifier(synthetic_data, tmp_path_factory):
+    return train_tiny_classifier(synthetic_data, tmp_path_factory.mktemp("clf"), 3, 1)
+
+
+def check_piq_outputs(out, n_clips, n_samples):
+    summary = (out / "test_metrics_summary.md").read_text()
+    for column in ("Fid-In", "Faith. mask-out", "Faith. mask-in", "AI (%)", "AD (%)", "AG (%)", "SPS", "COMP"):
+        assert column in summary
+    with open(out / "test_metrics_per_clip.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == n_clips
+    for row in rows:
+        assert float(row["fid_in"]) in (0.0, 1.0)
+        assert -1.0 <= float(row["faithfulness_mask_out"]) <= 1.0
+        assert 0.0 <= float(row["ad"]) <= 100.0 and 0.0 <= float(row["sps"]) <= 1.0
+    examples = sorted((out / "interpretations").iterdir())
+    assert examples
+    for clip in examples:
+        for name in ("original.wav", "interpretation.wav"):
+            wav, sr = sf.read(clip / name)
+            assert sr == 16000 and wav.shape == (n_samples,) and abs(wav).max() <= 1.0
+        assert mpimg.imread(clip / "explanation.png").ndim == 3
+    return json.loads((out / "test_results.json").read_text()), summary
+
+
+def test_piq_debug_on_synthetic_then_test_only_reproduces(synthetic_data, synthetic_classifier, tmp_path):
+    out = tmp_path / "piq"
+    args = [
+        "--data_folder",
+        synthetic_data,
+        "--classifier_source",
+        synthetic_classifier,
+        "--output_folder",
+        out,
+        "--out_n_neurons",
+        "3",
+        "--batch_size",
+        "2",
+        "--signal_length_s",
+        "1",
+        *PIQ_TINY,
+    ]
+    run_recipe(INTERPRET / "train_piq.py", INTERPRET / "hparams" / "piq.yaml", *args, "--debug", "--debug_persistently")
+    first, summary = check_piq_outputs(out, n_clips=3, n_samples=16000)
+    # ground truth exists for synthetic scenes: localization and SI-SNR are reported
+    assert 0.0 <= first["relevance_mass_accuracy"] <= 1.0 and 0.0 <= first["localization_auc"] <= 1.0
+    assert "SI-SNR" in summary
+    run_recipe(INTERPRET / "train_piq.py", INTERPRET / "hparams" / "piq.yaml", *args, "--test_only")
+    again, summary_again = check_piq_outputs(out, n_clips=3, n_samples=16000)
+    assert summary_again == summary and again["checkpoint"] == first["checkpoint"]
+
+
+def test_piq_debug_on_real_esc10(esc10_data, tmp_path):
+    clf = train_tiny_classifier(esc10_data, tmp_path / "clf", 10, 5)
+    out = tmp_path / "piq"
+    run_recipe(
+        INTERPRET / "train_piq.py",
+        INTERPRET / "hparams" / "piq.yaml",
+        "--data_folder",
+        esc10_data,
+        "--classifier_source",
+        clf,
+        "--output_folder",
+        out,
+        "--out_n_neurons",
+        "10",
+        "--batch_size",
+        "2",
+        "--n_examples",
+        "2",
+        "--debug",
+        *PIQ_TINY,
+    )
+    result, summary = check_piq_outputs(out, n_clips=4, n_samples=80000)
+    assert "SI-SNR" not in summary or "nan" in summary.lower()  # no ground truth for real clips
+    assert 0.0 <= result["fid_in"] <= 1.0
+
+
+def test_missing_classifier_checkpoint_says_what_was_expected(synthetic_data, tmp_path):
+    proc = run_recipe(
+        INTERPRET / "train_piq.py",
+        INTERPRET / "hparams" / "piq.yaml",
+        "--data_folder",
+        synthetic_data,
+        "--classifier_source",
+        tmp_path / "empty",
+        "--output_folder",
+        tmp_path / "o",
+        "--out_n_neurons",
+        "3",
+        "--debug",
+        *PIQ_TINY,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "embedding_model.ckpt" in out and "classifier.ckpt" in out
+
+
+def test_incompatible_classifier_checkpoint_is_refused(synthetic_data, synthetic_classifier, tmp_path):
+    proc = run_recipe(
+        INTERPRET / "train_piq.py",
+        INTERPRET / "hparams" / "piq.yaml",
+        "--data_folder",
+        synthetic_data,
+        "--classifier_source",
+        synthetic_classifier,
+        "--output_folder",
+        tmp_path / "o",
+        "--out_n_neurons",
+        "3",
+        "--debug",
+        "--emb_dim",
+        "32",
+        "--K",
+        "64",
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "does not fit" in out and "shape mismatches" in out
+
+
+def test_pretrained_classifier_hub_id_offline_is_clear(synthetic_data, tmp_path):
+    proc = run_recipe(
+        INTERPRET / "train_piq.py",
+        INTERPRET / "hparams" / "piq.yaml",
+        "--data_folder",
+        synthetic_data,
+        "--use_pretrained",
+        "True",
+        "--output_folder",
+        tmp_path / "o",
+        "--out_n_neurons",
+        "3",
+        "--debug",
+        *PIQ_TINY,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "speechbrain/PIQ-ESC50" in out and "HuggingFace hub" in out
+
+
+def test_mask_of_the_wrong_shape_is_refused():
+    X = torch.rand(2, 10, 8)
+    with pytest.raises(ValueError, match=r"saliency \(2, 10, 8\) and mask \(2, 9, 8\)"):
+        Explanation(saliency=X, mask=torch.rand(2, 9, 8), target=torch.zeros(2, dtype=torch.long))
+    bad = Explanation(saliency=torch.rand(2, 9, 8), mask=torch.rand(2, 9, 8), target=torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\(2, 9, 8\) does not match X shape \(2, 10, 8\)"):
+        EvaluationSuite(["fid_in", "sps"]).evaluate(torch.nn.Identity(), X, bad)
+
+
+def test_export_round_trip_from_a_local_folder_and_a_local_hub_cache(
+    synthetic_data, synthetic_classifier, tmp_path, monkeypatch
+):
+    import shutil
+
+    from common.errors import HubUnavailableError
+    from common.inference import PretrainedInterpreter
+    from tools.export_interpreter import export_interpreter
+
+    out = tmp_path / "piq"
+    run_recipe(
+        INTERPRET / "train_piq.py",
+        INTERPRET / "hparams" / "piq.yaml",
+        "--data_folder",
+        synthetic_data,
+        "--classifier_source",
+        synthetic_classifier,
+        "--output_folder",
+        out,
+        "--out_n_neurons",
+        "3",
+        "--batch_size",
+        "2",
+        "--signal_length_s",
+        "1",
+        "--n_examples",
+        "1",
+        *PIQ_TINY,
+        "--debug",
+        "--debug_persistently",
+    )
+    exported = export_interpreter(out, tmp_path / "exported")
+    assert {p.name for p in exported.iterdir()} >= {
+        "hyperparams.yaml",
+        "psi.ckpt",
+        "embedding_model.ckpt",
+        "classifier.ckpt",
+        "label_encoder.txt",
+    }
+    wav_path = next((synthetic_data / "audio").iterdir())
+    local = PretrainedInterpreter.from_hparams(source=str(exported))
+    listenable, label = local.interpret_file(wav_path)
+    assert listenable.shape == (16000,) and torch.isfinite(listenable).all()
+    assert label in {"harmonic_low", "up_chirp", "click_train"}
+    # same files through the hub code path, served from a local hub cache (offline)
+    cache = tmp_path / "hub_cache"
+    snapshot = cache / "models--someone--piq-synthetic" / "snapshots" / ("0" * 40)
+    shutil.copytree(exported, snapshot)
+    (cache / "models--someone--piq-synthetic" / "refs").mkdir()
+    (cache / "models--someone--piq-synthetic" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from_hub = PretrainedInterpreter.from_hparams(source="someone/piq-synthetic", savedir=str(cache))
+    hub_wav, hub_label = from_hub.interpret_file(wav_path)
+    assert hub_label == label and torch.allclose(hub_wav, listenable, atol=1e-5)
+    with pytest.raises(HubUnavailableError, match="huggingface-cli download someone/not-cached"):
+        PretrainedInterpreter.from_hparams(source="someone/not-cached", savedir=str(cache))
