@@ -42,7 +42,11 @@ def export_interpreter(run_folder, out_dir, template=DEFAULT_TEMPLATE):
     values = _plain_values(run_folder / "hyperparams.yaml")
     text = Path(template).read_text(encoding="utf-8")
     for key, value in values.items():  # fill the template's own scalar keys with the run's values
-        text = re.sub(rf"(?m)^{re.escape(key)}: [^!\n][^\n]*$", f"{key}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}", text)
+        text = re.sub(
+            rf"(?m)^{re.escape(key)}: [^!\n][^\n]*$",
+            f"{key}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}",
+            text,
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "hyperparams.yaml", text)
     best = Checkpointer(str(run_folder / "save")).find_checkpoint(min_key="loss")
