@@ -32,7 +32,10 @@ logger = logging.getLogger(__name__)
 class InterpreterBrain(CpuDistributedMixin, sb.Brain):
     """Trains ``modules.interpreter`` around the frozen ``hparams.classifier``."""
 
-    best_key = "loss"  # validation loss (the paper's objective) selects the checkpoint
+    @property
+    def best_key(self):
+        """The logged validation term (lower is better) that selects the checkpoint to evaluate."""
+        return getattr(self.hparams, "best_checkpoint_key", "loss")
 
     # -- the frozen classifier -------------------------------------------------
     def on_fit_start(self):

@@ -6,7 +6,7 @@
 RUN_FOLDER is the interpreter recipe's output folder. OUT_DIR gets
 hyperparams.yaml (the inference template with the run's values),
 embedding_model.ckpt, classifier.ckpt and the interpreter's checkpoint files
-(from the run's best checkpoint, by validation loss), label_encoder.txt. Load
+(from the run's best checkpoint, by its best_checkpoint_key), label_encoder.txt. Load
 it with ``PretrainedInterpreter.from_hparams(source=OUT_DIR)``, or upload it
 to the HuggingFace hub and load it by id.
 """
@@ -49,7 +49,7 @@ def export_interpreter(run_folder, out_dir, template=DEFAULT_TEMPLATE):
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "hyperparams.yaml", text)
-    best = Checkpointer(str(run_folder / "save")).find_checkpoint(min_key="loss")
+    best = Checkpointer(str(run_folder / "save")).find_checkpoint(min_key=values.get("best_checkpoint_key", "loss"))
     if best is None:
         raise FileNotFoundError(f"No interpreter checkpoint in {run_folder / 'save'}; train the interpreter first.")
     for ckpt in best.path.glob("*.ckpt"):

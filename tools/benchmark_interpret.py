@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Speed and memory of interpreter training and of the evaluation suite, against their floor.
+
+    python tools/benchmark_interpret.py [--n_clips 16 --emb_dim 256 --batch_size 8]
+
+Prints one table: clips per second of PIQ training (frozen classifier outputs
+cached, as the recipe does) and of the evaluation suite; the suite's time
+split into building inputs, forward passes and each metric; and the floor:
+the same number of classifier forward passes as the suite needs, timed alone
+at the best batch size in the same run. Peak resident memory is measured per
+phase (the kernel's high-water mark is reset before each phase).
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from common.interpreters.base import Explanation
+from common.metrics import EvaluationSuite
+from common.recipe import load_hparams
+from common.reports import markdown_table
+
+REPO = Path(__file__).resolve().parents[1]
+PIQ_YAML = REPO / "recipes" / "ESC50" / "interpret" / "hparams" / "piq.yaml"
+METRICS = ["fid_in", "faithfulness_mask_out", "faithfulness_mask_in", "ai", "ad", "ag", "sps", "comp",
+           "deletion_auc", "insertion_auc"]
+
+
+def reset_peak_rss():
+    """Reset the kernel's peak-RSS counter of this process (Linux); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_gib():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def timed(fn, repeats=1):
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n_clips", type=int, default=16)
+    ap.add_argument("--emb_dim", type=int, default=256)
+    ap.add_argument("--out_n_neurons", type=int, default=10)
+    ap.add_argument("--batch_size", type=int, default=8, help="interpreter training batch (piq.yaml default)")
+    ap.add_argument("--curve_steps", type=int, default=10)
+    ap.add_argument("--floor_batch_sizes", default="8,16,32,64")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    hp = load_hparams(PIQ_YAML, {"data_folder": "/nonexistent", "output_folder": "/tmp/benchmark_interpret",
+                                 "emb_dim": args.emb_dim, "out_n_neurons": args.out_n_neurons})
+    classifier, interpreter = hp["classifier"].eval(), hp["interpreter"]
+    for p in classifier.parameters():
+        p.requires_grad_(False)
+    wavs = torch.randn(args.n_clips, hp["sample_rate"] * hp["signal_length_s"]) * 0.1
+    with torch.no_grad():
+        X = classifier.features(wavs)
+        hidden = classifier.hidden(X)
+        target = classifier.logits(X).argmax(-1)
+    rows = []
+
+    # 1. interpreter training (classifier outputs cached, as in the recipe)
+    optimizer = torch.optim.Adam(interpreter.psi.parameters(), lr=1e-4)
+    interpreter.train()
+    reset_peak_rss()
+
+    def train_epoch():
+        for lo in range(0, args.n_clips, args.batch_size):
+            sl = slice(lo, lo + args.batch_size)
+            terms, _ = interpreter.loss_terms(X[sl], hidden[sl], target[sl])
+            optimizer.zero_grad()
+            sum(terms.values()).backward()
+            optimizer.step()
+
+    train_s = timed(train_epoch)
+    rows.append({"phase": f"PIQ training (batch {args.batch_size})", "seconds": train_s,
+                 "clips/s": args.n_clips / train_s, "peak RSS (GiB)": peak_rss_gib()})
+
+    # 2. the evaluation suite on PIQ's explanations
+    interpreter.eval()
+    with torch.no_grad():
+        mask = interpreter.attribute(X, target, hidden=hidden)
+    explanation = Explanation(saliency=mask, mask=mask, target=target)
+    suite = EvaluationSuite(METRICS, n_steps=args.curve_steps, batch_size=32)
+    suite.evaluate(classifier, X[:2], Explanation(mask[:2], mask[:2], target[:2]))  # warm-up
+    suite.reset_timings()
+    reset_peak_rss()
+    suite_s = timed(lambda: suite.evaluate(classifier, X, explanation))
+    n_rows = suite.counts["rows"]
+    rows.append({"phase": "evaluation suite (all metrics)", "seconds": suite_s, "clips/s": args.n_clips / suite_s,
+                 "peak RSS (GiB)": peak_rss_gib()})
+    for key, seconds in sorted(suite.timings.items(), key=lambda kv: -kv[1]):
+        rows.append({"phase": f"  suite: {key}", "seconds": seconds, "clips/s": "", "peak RSS (GiB)": ""})
+
+    # 3. the floor: the same number of forward passes, alone, at the best batch size
+    inputs = X.repeat((n_rows + args.n_clips - 1) // args.n_clips, 1, 1)[:n_rows]
+    floor = {}
+    for bs in map(int, args.floor_batch_sizes.split(",")):
+        def forward_only(bs=bs):
+            with torch.no_grad():
+                for lo in range(0, n_rows, bs):
+                    classifier.logits(inputs[lo : lo + bs])
+
+        floor[bs] = timed(forward_only)
+    best_bs = min(floor, key=floor.get)
+    rows.append({"phase": f"floor: {n_rows} forward passes (batch {best_bs})", "seconds": floor[best_bs],
+                 "clips/s": args.n_clips / floor[best_bs], "peak RSS (GiB)": ""})
+    print(markdown_table(rows, ["phase", "seconds", "clips/s", "peak RSS (GiB)"]))
+    print(f"suite / floor = {suite_s / floor[best_bs]:.2f}  (target <= 1.25)")
+    return suite_s / floor[best_bs]
+
+
+if __name__ == "__main__":
+    main()
