@@ -24,8 +24,18 @@ from common.reports import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 PIQ_YAML = REPO / "recipes" / "ESC50" / "interpret" / "hparams" / "piq.yaml"
-METRICS = ["fid_in", "faithfulness_mask_out", "faithfulness_mask_in", "ai", "ad", "ag", "sps", "comp",
-           "deletion_auc", "insertion_auc"]
+METRICS = [
+    "fid_in",
+    "faithfulness_mask_out",
+    "faithfulness_mask_in",
+    "ai",
+    "ad",
+    "ag",
+    "sps",
+    "comp",
+    "deletion_auc",
+    "insertion_auc",
+]
 
 
 def reset_peak_rss():
@@ -63,8 +73,15 @@ def main(argv=None):
     ap.add_argument("--floor_batch_sizes", default="8,16,32,64")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    hp = load_hparams(PIQ_YAML, {"data_folder": "/nonexistent", "output_folder": "/tmp/benchmark_interpret",
-                                 "emb_dim": args.emb_dim, "out_n_neurons": args.out_n_neurons})
+    hp = load_hparams(
+        PIQ_YAML,
+        {
+            "data_folder": "/nonexistent",
+            "output_folder": "/tmp/benchmark_interpret",
+            "emb_dim": args.emb_dim,
+            "out_n_neurons": args.out_n_neurons,
+        },
+    )
     classifier, interpreter = hp["classifier"].eval(), hp["interpreter"]
     for p in classifier.parameters():
         p.requires_grad_(False)
@@ -89,8 +106,14 @@ def main(argv=None):
             optimizer.step()
 
     train_s = timed(train_epoch)
-    rows.append({"phase": f"PIQ training (batch {args.batch_size})", "seconds": train_s,
-                 "clips/s": args.n_clips / train_s, "peak RSS (GiB)": peak_rss_gib()})
+    rows.append(
+        {
+            "phase": f"PIQ training (batch {args.batch_size})",
+            "seconds": train_s,
+            "clips/s": args.n_clips / train_s,
+            "peak RSS (GiB)": peak_rss_gib(),
+        }
+    )
 
     # 2. the evaluation suite on PIQ's explanations
     interpreter.eval()
@@ -103,8 +126,14 @@ def main(argv=None):
     reset_peak_rss()
     suite_s = timed(lambda: suite.evaluate(classifier, X, explanation))
     n_rows = suite.counts["rows"]
-    rows.append({"phase": "evaluation suite (all metrics)", "seconds": suite_s, "clips/s": args.n_clips / suite_s,
-                 "peak RSS (GiB)": peak_rss_gib()})
+    rows.append(
+        {
+            "phase": "evaluation suite (all metrics)",
+            "seconds": suite_s,
+            "clips/s": args.n_clips / suite_s,
+            "peak RSS (GiB)": peak_rss_gib(),
+        }
+    )
     for key, seconds in sorted(suite.timings.items(), key=lambda kv: -kv[1]):
         rows.append({"phase": f"  suite: {key}", "seconds": seconds, "clips/s": "", "peak RSS (GiB)": ""})
 
@@ -112,6 +141,7 @@ def main(argv=None):
     inputs = X.repeat((n_rows + args.n_clips - 1) // args.n_clips, 1, 1)[:n_rows]
     floor = {}
     for bs in map(int, args.floor_batch_sizes.split(",")):
+
         def forward_only(bs=bs):
             with torch.no_grad():
                 for lo in range(0, n_rows, bs):
@@ -119,8 +149,14 @@ def main(argv=None):
 
         floor[bs] = timed(forward_only)
     best_bs = min(floor, key=floor.get)
-    rows.append({"phase": f"floor: {n_rows} forward passes (batch {best_bs})", "seconds": floor[best_bs],
-                 "clips/s": args.n_clips / floor[best_bs], "peak RSS (GiB)": ""})
+    rows.append(
+        {
+            "phase": f"floor: {n_rows} forward passes (batch {best_bs})",
+            "seconds": floor[best_bs],
+            "clips/s": args.n_clips / floor[best_bs],
+            "peak RSS (GiB)": "",
+        }
+    )
     print(markdown_table(rows, ["phase", "seconds", "clips/s", "peak RSS (GiB)"]))
     print(f"suite / floor = {suite_s / floor[best_bs]:.2f}  (target <= 1.25)")
     return suite_s / floor[best_bs]
