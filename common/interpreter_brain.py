@@ -19,17 +19,16 @@ import speechbrain as sb
 import torch
 
 from common.data.synthetic import load_ground_truth
-from common.errors import CheckpointError
 from common.interpreters.base import Explanation
 from common.io import atomic_path, atomic_write_json
 from common.metrics import DISPLAY_NAMES, EvaluationSuite, summarize
 from common.reports import save_explanation_figure, save_wav, write_metric_tables
-from common.training import CpuDistributedMixin
+from common.training import CpuDistributedMixin, EvaluateBestCheckpointMixin
 
 logger = logging.getLogger(__name__)
 
 
-class InterpreterBrain(CpuDistributedMixin, sb.Brain):
+class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brain):
     """Trains ``modules.interpreter`` around the frozen ``hparams.classifier``."""
 
     @property
@@ -44,15 +43,7 @@ class InterpreterBrain(CpuDistributedMixin, sb.Brain):
 
     def on_evaluate_start(self, max_key=None, min_key=None):
         self._freeze_classifier()
-        ckpt = self.checkpointer.find_checkpoint(max_key=max_key, min_key=min_key)
-        if ckpt is None:
-            raise CheckpointError(
-                f"No interpreter checkpoint in {self.checkpointer.checkpoints_dir}. Train it first (run without "
-                "--test_only), or point --output_folder at a trained run."
-            )
         super().on_evaluate_start(max_key=max_key, min_key=min_key)
-        self.evaluated_checkpoint = ckpt
-        logger.info("Evaluating interpreter checkpoint %s (best by valid %s)", ckpt.path.name, max_key or min_key)
 
     def _freeze_classifier(self):
         classifier = self.hparams.classifier.to(self.device).eval()
@@ -220,33 +211,10 @@ class InterpreterBrain(CpuDistributedMixin, sb.Brain):
         )
 
 
-def prepare_esc50_from_hparams(hparams):
-    """Run ``prepare_esc50`` with the recipe's keys (once, on the main process)."""
-    from speechbrain.utils.distributed import run_on_main
-
-    from common.data.esc50 import prepare_esc50
-
-    run_on_main(
-        prepare_esc50,
-        kwargs={
-            "data_folder": hparams["data_folder"],
-            "audio_data_folder": hparams["audio_data_folder"],
-            "save_json_train": hparams["train_annotation"],
-            "save_json_valid": hparams["valid_annotation"],
-            "save_json_test": hparams["test_annotation"],
-            "train_fold_nums": hparams["train_fold_nums"],
-            "valid_fold_nums": hparams["valid_fold_nums"],
-            "test_fold_nums": hparams["test_fold_nums"],
-            "skip_manifest_creation": hparams["skip_manifest_creation"],
-            "sha256": hparams["archive_sha256"],
-            "download": hparams["download"],
-        },
-    )
-
-
 def run_interpreter_recipe(argv, brain_class=InterpreterBrain):
     """Wiring shared by the interpreter recipes: data, frozen classifier, fit, evaluate."""
     from common.data.datasets import build_label_encoder, classification_datasets
+    from common.data.esc50 import prepare_esc50_from_hparams
     from common.models.pretrained import load_classifier
     from common.recipe import setup_experiment
     from common.training import train_loader_options

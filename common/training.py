@@ -39,7 +39,25 @@ class CpuDistributedMixin:
                 self.modules[name] = DDP(module, device_ids=None, find_unused_parameters=self.find_unused_parameters)
 
 
-class ClassifierBrain(CpuDistributedMixin, sb.Brain):
+class EvaluateBestCheckpointMixin:
+    """Evaluation starts from the best checkpoint by the logged key, and says which;
+    with none saved, a clear error instead of silently evaluating untrained weights."""
+
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        ckpt = self.checkpointer.find_checkpoint(max_key=max_key, min_key=min_key)
+        if ckpt is None:
+            raise CheckpointError(
+                f"No checkpoint in {self.checkpointer.checkpoints_dir} to evaluate. Train first (run without "
+                "--test_only), or point --output_folder at the folder of a trained run."
+            )
+        super().on_evaluate_start(max_key=max_key, min_key=min_key)
+        self.evaluated_checkpoint = ckpt
+        logger.info(
+            "Evaluating checkpoint %s (best by valid %s; meta %s)", ckpt.path.name, max_key or min_key, ckpt.meta
+        )
+
+
+class ClassifierBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brain):
     """Trains ``modules.model`` (an AudioClassifier) on (sig, class) batches."""
 
     def compute_forward(self, batch, stage):
@@ -103,19 +121,6 @@ class ClassifierBrain(CpuDistributedMixin, sb.Brain):
         self._write_test_outputs(stats)
 
     # -- evaluation ------------------------------------------------------------
-    def on_evaluate_start(self, max_key=None, min_key=None):
-        ckpt = self.checkpointer.find_checkpoint(max_key=max_key, min_key=min_key)
-        if ckpt is None:
-            raise CheckpointError(
-                f"No checkpoint in {self.checkpointer.checkpoints_dir} to evaluate. Train first (run without "
-                "--test_only), or point --output_folder at the folder of a trained run."
-            )
-        super().on_evaluate_start(max_key=max_key, min_key=min_key)
-        self.evaluated_checkpoint = ckpt
-        logger.info(
-            "Evaluating checkpoint %s (best by valid %s; meta %s)", ckpt.path.name, max_key or min_key, ckpt.meta
-        )
-
     def _write_test_outputs(self, stats):
         labels = [self.hparams.label_encoder.ind2lab[i] for i in range(self.hparams.out_n_neurons)]
         support = self.confusion.sum(axis=1)

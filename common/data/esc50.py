@@ -363,3 +363,25 @@ def prepare_esc50(
         atomic_write_json(path, _manifest_entries(rows, audio_folder, split_folds))
     atomic_write_json(stamp, fingerprint)
     logger.info("Wrote manifests %s", ", ".join(map(str, outputs)))
+
+
+def prepare_esc50_from_hparams(hparams):
+    """Run ``prepare_esc50`` with the recipe's keys (once, on the main process)."""
+    from speechbrain.utils.distributed import run_on_main
+
+    run_on_main(
+        prepare_esc50,
+        kwargs={
+            "data_folder": hparams["data_folder"],
+            "audio_data_folder": hparams["audio_data_folder"],
+            "save_json_train": hparams["train_annotation"],
+            "save_json_valid": hparams["valid_annotation"],
+            "save_json_test": hparams["test_annotation"],
+            "train_fold_nums": hparams["train_fold_nums"],
+            "valid_fold_nums": hparams["valid_fold_nums"],
+            "test_fold_nums": hparams["test_fold_nums"],
+            "skip_manifest_creation": hparams["skip_manifest_creation"],
+            "sha256": hparams["archive_sha256"],
+            "download": hparams["download"],
+        },
+    )

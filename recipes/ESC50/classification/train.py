@@ -12,29 +12,14 @@ import sys
 from speechbrain.utils.distributed import run_on_main
 
 from common.data.datasets import build_label_encoder, classification_datasets
-from common.data.esc50 import prepare_esc50
+from common.data.esc50 import prepare_esc50_from_hparams
 from common.recipe import setup_experiment
 from common.training import BEST_KEY, ClassifierBrain, train_loader_options
 
 
 def main(argv=None):
     hparams, run_opts, _, _ = setup_experiment(argv)
-    run_on_main(
-        prepare_esc50,
-        kwargs={
-            "data_folder": hparams["data_folder"],
-            "audio_data_folder": hparams["audio_data_folder"],
-            "save_json_train": hparams["train_annotation"],
-            "save_json_valid": hparams["valid_annotation"],
-            "save_json_test": hparams["test_annotation"],
-            "train_fold_nums": hparams["train_fold_nums"],
-            "valid_fold_nums": hparams["valid_fold_nums"],
-            "test_fold_nums": hparams["test_fold_nums"],
-            "skip_manifest_creation": hparams["skip_manifest_creation"],
-            "sha256": hparams["archive_sha256"],
-            "download": hparams["download"],
-        },
-    )
+    prepare_esc50_from_hparams(hparams)
     manifests = {s: hparams[f"{s}_annotation"] for s in ("train", "valid", "test")}
     label_encoder = build_label_encoder(
         list(manifests.values()), hparams["out_n_neurons"], f"{hparams['save_folder']}/label_encoder.txt"
