@@ -63,7 +63,7 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
         classifier = self.hparams.classifier
         X = classifier.features(wavs)
         hidden = classifier.hidden(X)
-        logits = classifier.classifier(classifier.pool(hidden)).reshape(X.shape[0], -1) * classifier.logit_scale
+        logits = classifier.logits_from_hidden(hidden)
         if use_cache:
             for k, clip in enumerate(batch.id):
                 self.frozen_cache[clip] = (X[k].cpu(), hidden[k].cpu(), logits[k].cpu())

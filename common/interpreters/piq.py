@@ -93,6 +93,6 @@ class PIQInterpreter(torch.nn.Module, Interpreter):
         if hidden is None or target is None:
             with torch.no_grad():
                 hidden = self.classifier.hidden(X)
-                target = self.classifier.classifier(self.classifier.pool(hidden)).reshape(X.shape[0], -1).argmax(-1)
+                target = self.classifier.logits_from_hidden(hidden).argmax(-1)
         mask = self.attribute(X, target, hidden=hidden)
         return Explanation(saliency=mask, mask=mask, target=target)

@@ -67,8 +67,15 @@ class AudioClassifier(torch.nn.Module):
 
     def head_scores(self, X):
         """The head's own outputs (cosines for a cosine head), (B, n_classes)."""
-        out = self.classifier(self.pool(self.hidden(X)))
+        return self.head_scores_from_hidden(self.hidden(X))
+
+    def head_scores_from_hidden(self, hidden):
+        """Head outputs from an already computed ``hidden(X)`` (interpreters reuse it)."""
+        out = self.classifier(self.pool(hidden))
         return out.squeeze(1) if out.ndim == 3 else out
+
+    def logits_from_hidden(self, hidden):
+        return self.head_scores_from_hidden(hidden) * self.logit_scale
 
     def logits(self, X):
         """Class logits (B, n_classes) for spectrograms X."""
