@@ -11,6 +11,12 @@ import torch
 from speechbrain.processing.features import ISTFT, STFT, Filterbank, spectral_magnitude
 
 
+def n_frames(sample_rate, signal_length_s, hop_length):
+    """Frames of the (centred) STFT of a clip, as SpeechBrain's STFT computes them (hop in ms)."""
+    hop = int(round(sample_rate / 1000.0 * hop_length))
+    return int(round(sample_rate * signal_length_s)) // hop + 1
+
+
 class Log1pSpectrogram(torch.nn.Module):
     """log1p of the STFT magnitude (optionally of a mel filterbank of it).
 
@@ -53,6 +59,16 @@ class Log1pSpectrogram(torch.nn.Module):
             mag = self.compute_fbank(mag)
         return torch.log1p(mag)
 
+    def log_linear_magnitude(self, stft):
+        """log1p of the magnitude on the linear STFT grid, whatever the model's grid (NMF works there)."""
+        return torch.log1p(self.magnitude(stft))
+
+    def _filterbank_matrix(self, device, dtype):
+        """(n_stft, n_mels): the filterbank is linear (log_mel=False), so push the identity through it."""
+        n_stft = self.compute_stft.n_fft // 2 + 1
+        with torch.no_grad():
+            return self.compute_fbank(torch.eye(n_stft, device=device)[None])[0].to(dtype)
+
     def mask_to_stft_grid(self, mask):
         """A mask on this front-end's grid -> a mask on the linear STFT grid.
 
@@ -62,11 +78,15 @@ class Log1pSpectrogram(torch.nn.Module):
         """
         if self.compute_fbank is None:
             return mask
-        n_stft = self.compute_stft.n_fft // 2 + 1
-        with torch.no_grad():  # the filterbank is linear (log_mel=False): push the identity through it
-            fbank = self.compute_fbank(torch.eye(n_stft, device=mask.device)[None])[0].to(mask.dtype)
-        weight = fbank.sum(dim=1).clamp(min=1e-8)
-        return (mask @ fbank.T) / weight
+        fbank = self._filterbank_matrix(mask.device, mask.dtype)
+        return (mask @ fbank.T) / fbank.sum(dim=1).clamp(min=1e-8)
+
+    def stft_mask_to_grid(self, mask):
+        """A linear-STFT-grid mask -> this front-end's grid (a mel band gets the filter-weighted mean)."""
+        if self.compute_fbank is None:
+            return mask
+        fbank = self._filterbank_matrix(mask.device, mask.dtype)
+        return (mask @ fbank) / fbank.sum(dim=0).clamp(min=1e-8)
 
     def mask_to_wav(self, mask, stft, length=None):
         """Listenable version of a (batch, time, freq) STFT-grid mask.

@@ -24,7 +24,14 @@ from common.models.pretrained import check_state_dict_fits
 from common.recipe import load_hparams
 
 logger = logging.getLogger(__name__)
-REQUIRED_FILES = ("hyperparams.yaml", "label_encoder.txt")
+
+
+def _hub_hint(source):
+    return (
+        f"Could not fetch {source!r} from the HuggingFace hub (no internet, or an unknown id), and it is not a "
+        f"local path. Download it where you have internet (`huggingface-cli download {source} --local-dir DIR`) "
+        "and pass DIR instead."
+    )
 
 
 def fetch_source(source, savedir=None):
@@ -36,11 +43,23 @@ def fetch_source(source, savedir=None):
 
         return Path(snapshot_download(repo_id=str(source), cache_dir=savedir))
     except Exception as exc:
-        raise HubUnavailableError(
-            f"Could not fetch pretrained interpreter {source!r} from the HuggingFace hub (no internet, or an "
-            "unknown id), and it is not a local folder. Download it where you have internet "
-            f"(`huggingface-cli download {source} --local-dir DIR`) and pass DIR as source."
-        ) from exc
+        raise HubUnavailableError(_hub_hint(source).replace("pass DIR", "pass DIR as source")) from exc
+
+
+def fetch_file(path, folder, savedir=None):
+    """``path`` inside ``folder`` if it is there, else a hub file ``owner/repo/file``."""
+    local = Path(folder) / path
+    if local.is_file():
+        return local
+    parts = str(path).split("/")
+    if len(parts) < 3:
+        raise CheckpointError(f"{local} is missing.")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]), cache_dir=savedir))
+    except Exception as exc:
+        raise HubUnavailableError(_hub_hint(path)) from exc
 
 
 class PretrainedInterpreter:
@@ -57,22 +76,34 @@ class PretrainedInterpreter:
         self.sample_rate = hparams["sample_rate"]
 
     @classmethod
-    def from_hparams(cls, source, savedir=None, device="cpu", overrides=None):
-        """Load from a hub id or a local folder (hyperparams.yaml + checkpoint files)."""
+    def from_hparams(cls, source, hparams_file=None, savedir=None, device="cpu", overrides=None):
+        """Load from a hub id or a local folder (hyperparams.yaml + checkpoint files).
+
+        ``hparams_file`` replaces the folder's own hyperparams.yaml: e.g.
+        ``recipes/ESC50/interpret/hparams/inference_piq_speechbrain.yaml`` reads
+        SpeechBrain's published ``speechbrain/PIQ-ESC50``, whose own file is
+        written for SpeechBrain's recipe. The hparams may rename checkpoint
+        files (``checkpoint_files``) and point ``label_encoder_file`` at a
+        file of the folder or at a hub file ``owner/repo/file``.
+        """
         folder = fetch_source(source, savedir)
-        missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
-        if missing:
-            raise CheckpointError(f"{folder} is not a pretrained-interpreter folder: {missing} missing.")
-        hparams = load_hparams(folder / "hyperparams.yaml", overrides or {})
+        hparams_path = Path(hparams_file) if hparams_file else folder / "hyperparams.yaml"
+        if not hparams_path.is_file():
+            raise CheckpointError(
+                f"{folder} is not a pretrained-interpreter folder: {hparams_path.name} is missing "
+                "(export one with tools/export_interpreter.py, or pass hparams_file)."
+            )
+        hparams = load_hparams(hparams_path, overrides or {})
+        file_names = hparams.get("checkpoint_files") or {}
         for name, module in hparams["loadables"].items():
-            path = folder / f"{name}.ckpt"
+            path = folder / file_names.get(name, f"{name}.ckpt")
             if not path.is_file():
-                raise CheckpointError(f"{path} is missing; {folder}/hyperparams.yaml lists it as a loadable.")
+                raise CheckpointError(f"{path} is missing; {hparams_path} lists it as a loadable ({name}).")
             state = torch.load(path, map_location="cpu", weights_only=True)
             check_state_dict_fits(module, state, path)
             module.load_state_dict(state)
         encoder = CategoricalEncoder()
-        encoder.load(folder / "label_encoder.txt")
+        encoder.load(fetch_file(hparams.get("label_encoder_file", "label_encoder.txt"), folder, savedir))
         encoder.expect_len(len(encoder.lab2ind))
         return cls(hparams, encoder, device)
 

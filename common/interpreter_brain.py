@@ -4,8 +4,9 @@ A frozen classifier (an AudioClassifier loaded from the classification
 recipe's checkpoint, a local folder or a hub id) is run once per clip: its
 spectrogram, hidden representation and prediction are cached, since they
 never change. The interpreter (``modules.interpreter``) exposes
-``loss_terms(X, hidden, target) -> (dict of terms, mask)``; the loss is their
-sum weighted by ``hparams.loss_weights``. Validation and test batches go
+``loss_terms(FrozenOutputs) -> (dict of terms, Explanation)`` (and may name
+the encoder ``layers`` it reads); the loss is the terms' sum weighted by
+``hparams.loss_weights``. Validation and test batches go
 through the shared evaluation suite; the test stage writes the per-clip and
 summary tables and, for the first ``n_examples`` clips, original.wav,
 interpretation.wav and a figure.
@@ -19,7 +20,7 @@ import speechbrain as sb
 import torch
 
 from common.data.synthetic import load_ground_truth
-from common.interpreters.base import Explanation
+from common.interpreters.base import FrozenOutputs
 from common.io import atomic_path, atomic_write_json
 from common.metrics import DISPLAY_NAMES, EvaluationSuite, summarize
 from common.reports import save_explanation_figure, save_wav, write_metric_tables
@@ -53,28 +54,29 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
 
     @torch.no_grad()
     def classifier_outputs(self, batch):
-        """(wavs, X, hidden, logits) of the frozen classifier, cached by clip id."""
+        """FrozenOutputs of the frozen classifier for a batch, cached by clip id."""
         wavs, _ = batch.sig
         wavs = wavs.to(self.device)
+        layers = getattr(self.modules.interpreter, "layers", None)
         use_cache = getattr(self.hparams, "cache_classifier_outputs", True)
         if use_cache and all(i in self.frozen_cache for i in batch.id):
             parts = [self.frozen_cache[i] for i in batch.id]
-            return (wavs, *(torch.stack([p[k] for p in parts]).to(self.device) for k in range(3)))
+            X, logits, *hidden = (torch.stack([p[k] for p in parts]).to(self.device) for k in range(len(parts[0])))
+            return FrozenOutputs(wavs, X, hidden if layers else hidden[0], logits)
         classifier = self.hparams.classifier
         X = classifier.features(wavs)
-        hidden = classifier.hidden(X)
-        logits = classifier.logits_from_hidden(hidden)
+        hidden, logits = classifier.hidden_and_logits(X, layers)
         if use_cache:
+            maps = hidden if layers else [hidden]
             for k, clip in enumerate(batch.id):
-                self.frozen_cache[clip] = (X[k].cpu(), hidden[k].cpu(), logits[k].cpu())
-        return wavs, X, hidden, logits
+                self.frozen_cache[clip] = (X[k].cpu(), logits[k].cpu(), *(h[k].cpu() for h in maps))
+        return FrozenOutputs(wavs, X, hidden, logits)
 
     # -- training ----------------------------------------------------------------
     def compute_forward(self, batch, stage):
-        wavs, X, hidden, logits = self.classifier_outputs(batch)
-        target = logits.argmax(dim=-1)  # explain the classifier's own decision
-        terms, mask = self.modules.interpreter.loss_terms(X, hidden, target)
-        return {"wavs": wavs, "X": X, "logits": logits, "target": target, "terms": terms, "mask": mask}
+        frozen = self.classifier_outputs(batch)
+        terms, explanation = self.modules.interpreter.loss_terms(frozen)
+        return {"frozen": frozen, "terms": terms, "explanation": explanation}
 
     def compute_objectives(self, out, batch, stage):
         weights = getattr(self.hparams, "loss_weights", {})
@@ -97,9 +99,13 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
         if not folder.is_dir():
             return None, None
         masks, events = [], []
+        front_end = self.hparams.classifier.front_end
         for clip in batch.id:
             gt = load_ground_truth(self.hparams.data_folder, clip)
-            if tuple(gt["mask"].shape) != tuple(X.shape[1:]):
+            mask = torch.from_numpy(gt["mask"]).float()
+            if mask.shape[0] == X.shape[1] and mask.shape[1] != X.shape[2] and hasattr(front_end, "stft_mask_to_grid"):
+                mask = (front_end.stft_mask_to_grid(mask[None])[0] >= 0.5).float()  # STFT-grid truth -> mel bands
+            if tuple(mask.shape) != tuple(X.shape[1:]):
                 logger.warning(
                     "Ground truth of %s is on a %s grid, not the classifier's %s: localization skipped",
                     clip,
@@ -107,16 +113,16 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
                     tuple(X.shape[1:]),
                 )
                 return None, None
-            masks.append(torch.from_numpy(gt["mask"]).float())
+            masks.append(mask)
             events.append(torch.from_numpy(gt["event"]).float())
         return torch.stack(masks).to(X.device), torch.stack(events).to(X.device)
 
     def _evaluate_batch(self, out, batch, stage):
-        X, target, mask = out["X"], out["target"], out["mask"].detach()
-        explanation = Explanation(saliency=mask, mask=mask, target=target)
+        frozen, explanation = out["frozen"], out["explanation"]
+        X, target = frozen.X, explanation.target
         gt_mask, gt_event = self._ground_truth(batch, X)
         classifier = self.hparams.classifier
-        interpretation_wavs = explanation.to_wav(classifier, out["wavs"])
+        interpretation_wavs = explanation.to_wav(classifier, frozen.wavs)
         if gt_event is not None:
             n = min(gt_event.shape[-1], interpretation_wavs.shape[-1])
             gt_event, interpretation_wavs_cmp = gt_event[..., :n], interpretation_wavs[..., :n]
@@ -128,20 +134,23 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
             X,
             explanation,
             ground_truth=gt_mask,
-            wavs=out["wavs"],
+            wavs=frozen.wavs,
             interpretation_wavs=interpretation_wavs_cmp,
             event_wavs=gt_event,
         )
         self.eval_seconds += time.time() - started
+        diagnostics = explanation.extras.get("per_clip", {})
+        scores.update(diagnostics)
+        self.diagnostic_columns.update(k for k in diagnostics if k not in self.columns)
         labels = self.hparams.label_encoder.ind2lab
         for k, clip in enumerate(batch.id):
             row = {"id": clip, "class": batch.class_string[k], "predicted": labels[int(target[k])]}
             row.update({name: float(v[k]) for name, v in scores.items()})
             self.per_clip.append(row)
         if stage == sb.Stage.TEST:
-            self._save_examples(out, batch, mask, interpretation_wavs)
+            self._save_examples(frozen, batch, explanation, interpretation_wavs)
 
-    def _save_examples(self, out, batch, mask, interpretation_wavs):
+    def _save_examples(self, frozen, batch, explanation, interpretation_wavs):
         n_examples = getattr(self.hparams, "n_examples", 5)
         folder = Path(self.hparams.output_folder) / "interpretations"
         sr = self.hparams.sample_rate
@@ -150,22 +159,36 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
             if self.n_examples_saved >= n_examples:
                 return
             clip_dir = folder / clip
-            save_wav(clip_dir / "original.wav", out["wavs"][k], sr)
+            save_wav(clip_dir / "original.wav", frozen.wavs[k], sr)
             save_wav(clip_dir / "interpretation.wav", interpretation_wavs[k], sr)
             save_explanation_figure(
-                out["X"][k],
-                mask[k],
+                frozen.X[k],
+                explanation.mask[k].detach(),
                 clip_dir / "explanation.png",
-                title=f"{clip}: true {batch.class_string[k]}, predicted {labels[int(out['target'][k])]}",
+                title=f"{clip}: true {batch.class_string[k]}, predicted {labels[int(explanation.target[k])]}",
             )
             self.n_examples_saved += 1
 
     # -- stages ------------------------------------------------------------------
+    def stage_metrics(self, stage):
+        """All ``metrics`` at test; at validation ``valid_metrics`` (default: all), since
+        deletion/insertion curves cost ~20 classifier passes per clip and the checkpoint
+        is selected by a loss term anyway."""
+        if stage == sb.Stage.VALID:
+            return list(getattr(self.hparams, "valid_metrics", None) or self.hparams.metrics)
+        return list(self.hparams.metrics)
+
+    @property
+    def columns(self):
+        """The stage's metrics, then the interpreter's own per-clip diagnostics."""
+        return list(self.suite.names) + sorted(getattr(self, "diagnostic_columns", ()))
+
     def on_stage_start(self, stage, epoch=None):
         self.term_sums, self.n_seen, self.per_clip = {}, 0, []
         self.eval_seconds, self.n_examples_saved = 0.0, 0
+        self.diagnostic_columns = set()
         if stage != sb.Stage.TRAIN:
-            self.suite = EvaluationSuite(self.hparams.metrics, n_steps=getattr(self.hparams, "curve_steps", 10))
+            self.suite = EvaluationSuite(self.stage_metrics(stage), n_steps=getattr(self.hparams, "curve_steps", 10))
         self.stage_started = time.time()
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
@@ -176,7 +199,7 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
             return
         if self.per_clip:
             summary = summarize(
-                {k: torch.tensor([r.get(k, float("nan")) for r in self.per_clip]) for k in self.hparams.metrics}
+                {k: torch.tensor([r.get(k, float("nan")) for r in self.per_clip]) for k in self.columns}
             )
             stats.update({k: float(v) for k, v in summary.items()})
         if stage == sb.Stage.VALID:
@@ -198,7 +221,7 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
         )
         method = getattr(self.hparams, "interpreter_name", "interpreter")
         summary = {"method": method}
-        summary.update({DISPLAY_NAMES.get(k, k): stats[k] for k in self.hparams.metrics if k in stats})
+        summary.update({DISPLAY_NAMES.get(k, k): stats[k] for k in self.columns if k in stats})
         write_metric_tables(self.per_clip, [summary], out, stem="test_metrics")
         atomic_write_json(
             out / "test_results.json",
@@ -211,13 +234,17 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
         )
 
 
-def run_interpreter_recipe(argv, brain_class=InterpreterBrain):
-    """Wiring shared by the interpreter recipes: data, frozen classifier, fit, evaluate."""
+def run_interpreter_recipe(argv, brain_class=InterpreterBrain, load_extra=None):
+    """Wiring shared by the interpreter recipes: data, frozen classifier, fit, evaluate.
+
+    ``load_extra(hparams)`` loads what else the interpreter needs before training
+    (L2I's NMF dictionary); it is skipped when a saved checkpoint already holds it.
+    """
     from common.data.datasets import build_label_encoder, classification_datasets
     from common.data.esc50 import prepare_esc50_from_hparams
     from common.models.pretrained import load_classifier
     from common.recipe import setup_experiment
-    from common.training import train_loader_options
+    from common.training import build_brain, fit_and_evaluate
 
     hparams, run_opts, _, _ = setup_experiment(argv)
     prepare_esc50_from_hparams(hparams)
@@ -236,21 +263,7 @@ def run_interpreter_recipe(argv, brain_class=InterpreterBrain):
     datasets = classification_datasets(
         manifests, hparams["label_encoder"], hparams["sample_rate"], hparams["signal_length_s"]
     )
-    brain = brain_class(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    loader = hparams["dataloader_options"]
-    if not hparams["test_only"]:
-        brain.fit(
-            hparams["epoch_counter"],
-            datasets["train"],
-            datasets["valid"],
-            train_loader_kwargs=train_loader_options(loader, len(datasets["train"])),
-            valid_loader_kwargs={**loader, "shuffle": False},
-        )
-    brain.evaluate(datasets["test"], min_key=brain.best_key, test_loader_kwargs={**loader, "shuffle": False})
-    return brain
+    if load_extra is not None and hparams["checkpointer"].find_checkpoint() is None:
+        load_extra(hparams)
+    brain = build_brain(brain_class, hparams, run_opts)
+    return fit_and_evaluate(brain, hparams, datasets, min_key=brain.best_key)

@@ -112,24 +112,32 @@ def save_wav(path, wav, sample_rate):
         sf.write(str(tmp), data, int(sample_rate), subtype="PCM_16", format="WAV")
 
 
-def save_explanation_figure(X, mask, path, title=""):
-    """Spectrogram | mask | masked spectrogram, side by side (time on x), as a png."""
+def _numpy(a):
+    return a.detach().cpu().float().numpy() if hasattr(a, "detach") else np.asarray(a)
+
+
+def save_image_panels(panels, path, title="", xlabel="frame", ylabel="frequency bin"):
+    """Side-by-side images (each (x, y), drawn with y up) with colour bars, as a png, atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    X = X.detach().cpu().float().numpy() if hasattr(X, "detach") else np.asarray(X)
-    mask = mask.detach().cpu().float().numpy() if hasattr(mask, "detach") else np.asarray(mask)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, img, name in zip(axes, (X, mask, X * mask), ("input spectrogram", "mask", "interpretation"), strict=True):
-        shown = ax.imshow(img.T, origin="lower", aspect="auto", cmap="magma")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6), squeeze=False)
+    for ax, (name, img) in zip(axes[0], panels, strict=True):
+        shown = ax.imshow(_numpy(img).T, origin="lower", aspect="auto", cmap="magma")
         ax.set_title(name)
-        ax.set_xlabel("frame")
+        ax.set_xlabel(xlabel)
         fig.colorbar(shown, ax=ax, fraction=0.046)
-    axes[0].set_ylabel("frequency bin")
+    axes[0][0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
+
+
+def save_explanation_figure(X, mask, path, title=""):
+    """Spectrogram | mask | masked spectrogram, side by side (time on x), as a png."""
+    X, mask = _numpy(X), _numpy(mask)
+    save_image_panels([("input spectrogram", X), ("mask", mask), ("interpretation", X * mask)], path, title)

@@ -189,3 +189,29 @@ def train_loader_options(options, n_examples):
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     per_process = -(-n_examples // world)  # DistributedSampler pads to equal shards
     return {**options, "drop_last": batch_size > 1 and per_process % batch_size == 1}
+
+
+def build_brain(brain_class, hparams, run_opts):
+    """A Brain from the hparams' modules, optimizer and checkpointer."""
+    return brain_class(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+
+
+def fit_and_evaluate(brain, hparams, datasets, max_key=None, min_key=None):
+    """Train (unless ``test_only``), then evaluate the best checkpoint by ``max_key``/``min_key`` on the test set."""
+    loader = hparams["dataloader_options"]
+    if not hparams["test_only"]:
+        brain.fit(
+            hparams["epoch_counter"],
+            datasets["train"],
+            datasets["valid"],
+            train_loader_kwargs=train_loader_options(loader, len(datasets["train"])),
+            valid_loader_kwargs={**loader, "shuffle": False},
+        )
+    brain.evaluate(datasets["test"], max_key=max_key, min_key=min_key, test_loader_kwargs={**loader, "shuffle": False})
+    return brain

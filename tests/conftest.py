@@ -1,5 +1,7 @@
 """Shared fixtures: tiny synthetic data made here, the real ESC-10 clips, recipe runner."""
 
+import csv
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +17,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ESC10 = REPO.parent / "shared" / "data" / "esc10"
 CLASSIFICATION = REPO / "recipes" / "ESC50" / "classification"
+INTERPRET = REPO / "recipes" / "ESC50" / "interpret"
 
 # Tiny model sizes so every hparams file runs in seconds on a CPU.
 TINY_OVERRIDES = {
@@ -74,3 +77,62 @@ def run_recipe(script, hparams, *args, cwd=None, env=None, timeout=900, check=Tr
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+def train_tiny_classifier(data, out, n_classes, length_s, model="conv2d"):
+    """A classifier from the classification recipe in debug mode (tiny, a few batches); its save folder."""
+    run_recipe(
+        CLASSIFICATION / "train.py",
+        CLASSIFICATION / "hparams" / f"{model}.yaml",
+        "--data_folder",
+        data,
+        "--output_folder",
+        out,
+        "--use_pretrained",
+        "0",
+        "--out_n_neurons",
+        n_classes,
+        "--batch_size",
+        "2",
+        "--signal_length_s",
+        length_s,
+        "--debug",
+        "--debug_persistently",
+        *TINY_OVERRIDES[model],
+    )
+    return out / "save"
+
+
+@pytest.fixture(scope="session")
+def synthetic_classifier(synthetic_data, tmp_path_factory):
+    return train_tiny_classifier(synthetic_data, tmp_path_factory.mktemp("clf"), 3, 1)
+
+
+@pytest.fixture(scope="session")
+def esc10_classifier(esc10_data, tmp_path_factory):
+    return train_tiny_classifier(esc10_data, tmp_path_factory.mktemp("esc10_clf"), 10, 5)
+
+
+def check_interpreter_outputs(out, n_clips, n_samples):
+    """The tables, wavs and figures an interpreter recipe writes, checked for content."""
+    import matplotlib.image as mpimg
+    import soundfile as sf
+
+    summary = (out / "test_metrics_summary.md").read_text()
+    for column in ("Fid-In", "Faith. mask-out", "Faith. mask-in", "AI (%)", "AD (%)", "AG (%)", "SPS", "COMP"):
+        assert column in summary
+    with open(out / "test_metrics_per_clip.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == n_clips
+    for row in rows:
+        assert float(row["fid_in"]) in (0.0, 1.0)
+        assert -1.0 <= float(row["faithfulness_mask_out"]) <= 1.0
+        assert 0.0 <= float(row["ad"]) <= 100.0 and 0.0 <= float(row["sps"]) <= 1.0
+    examples = sorted((out / "interpretations").iterdir())
+    assert examples
+    for clip in examples:
+        for name in ("original.wav", "interpretation.wav"):
+            wav, sr = sf.read(clip / name)
+            assert sr == 16000 and wav.shape == (n_samples,) and abs(wav).max() <= 1.0
+        assert mpimg.imread(clip / "explanation.png").ndim == 3
+    return json.loads((out / "test_results.json").read_text()), summary

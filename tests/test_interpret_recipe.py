@@ -1,68 +1,15 @@
 """ESC50/interpret: PIQ end to end (synthetic and ESC-10), --test_only, clear failures."""
 
 import csv
-import json
 
-import matplotlib.image as mpimg
 import pytest
-import soundfile as sf
 import torch
 
 from common.interpreters.base import Explanation
 from common.metrics import EvaluationSuite
-from tests.conftest import CLASSIFICATION, REPO, TINY_OVERRIDES, run_recipe
+from tests.conftest import CLASSIFICATION, INTERPRET, check_interpreter_outputs, run_recipe
 
-INTERPRET = REPO / "recipes" / "ESC50" / "interpret"
 PIQ_TINY = ["--emb_dim", "16", "--K", "64", "--decoder_channels", "[8,8,4,4]"]
-
-
-def train_tiny_classifier(data, out, n_classes, length_s):
-    run_recipe(
-        CLASSIFICATION / "train.py",
-        CLASSIFICATION / "hparams" / "conv2d.yaml",
-        "--data_folder",
-        data,
-        "--output_folder",
-        out,
-        "--use_pretrained",
-        "0",
-        "--out_n_neurons",
-        n_classes,
-        "--batch_size",
-        "2",
-        "--signal_length_s",
-        length_s,
-        "--debug",
-        "--debug_persistently",
-        *TINY_OVERRIDES["conv2d"],
-    )
-    return out / "save"
-
-
-@pytest.fixture(scope="module")
-def synthetic_classifier(synthetic_data, tmp_path_factory):
-    return train_tiny_classifier(synthetic_data, tmp_path_factory.mktemp("clf"), 3, 1)
-
-
-def check_piq_outputs(out, n_clips, n_samples):
-    summary = (out / "test_metrics_summary.md").read_text()
-    for column in ("Fid-In", "Faith. mask-out", "Faith. mask-in", "AI (%)", "AD (%)", "AG (%)", "SPS", "COMP"):
-        assert column in summary
-    with open(out / "test_metrics_per_clip.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == n_clips
-    for row in rows:
-        assert float(row["fid_in"]) in (0.0, 1.0)
-        assert -1.0 <= float(row["faithfulness_mask_out"]) <= 1.0
-        assert 0.0 <= float(row["ad"]) <= 100.0 and 0.0 <= float(row["sps"]) <= 1.0
-    examples = sorted((out / "interpretations").iterdir())
-    assert examples
-    for clip in examples:
-        for name in ("original.wav", "interpretation.wav"):
-            wav, sr = sf.read(clip / name)
-            assert sr == 16000 and wav.shape == (n_samples,) and abs(wav).max() <= 1.0
-        assert mpimg.imread(clip / "explanation.png").ndim == 3
-    return json.loads((out / "test_results.json").read_text()), summary
 
 
 def test_piq_debug_on_synthetic_then_test_only_reproduces(synthetic_data, synthetic_classifier, tmp_path):
@@ -83,17 +30,17 @@ def test_piq_debug_on_synthetic_then_test_only_reproduces(synthetic_data, synthe
         *PIQ_TINY,
     ]
     run_recipe(INTERPRET / "train_piq.py", INTERPRET / "hparams" / "piq.yaml", *args, "--debug", "--debug_persistently")
-    first, summary = check_piq_outputs(out, n_clips=3, n_samples=16000)
+    first, summary = check_interpreter_outputs(out, n_clips=3, n_samples=16000)
     # ground truth exists for synthetic scenes: localization and SI-SNR are reported
     assert 0.0 <= first["relevance_mass_accuracy"] <= 1.0 and 0.0 <= first["localization_auc"] <= 1.0
     assert "SI-SNR" in summary
     run_recipe(INTERPRET / "train_piq.py", INTERPRET / "hparams" / "piq.yaml", *args, "--test_only")
-    again, summary_again = check_piq_outputs(out, n_clips=3, n_samples=16000)
+    again, summary_again = check_interpreter_outputs(out, n_clips=3, n_samples=16000)
     assert summary_again == summary and again["checkpoint"] == first["checkpoint"]
 
 
-def test_piq_debug_on_real_esc10(esc10_data, tmp_path):
-    clf = train_tiny_classifier(esc10_data, tmp_path / "clf", 10, 5)
+def test_piq_debug_on_real_esc10(esc10_data, esc10_classifier, tmp_path):
+    clf = esc10_classifier
     out = tmp_path / "piq"
     run_recipe(
         INTERPRET / "train_piq.py",
@@ -113,7 +60,7 @@ def test_piq_debug_on_real_esc10(esc10_data, tmp_path):
         "--debug",
         *PIQ_TINY,
     )
-    result, summary = check_piq_outputs(out, n_clips=4, n_samples=80000)
+    result, summary = check_interpreter_outputs(out, n_clips=4, n_samples=80000)
     assert "SI-SNR" not in summary or "nan" in summary.lower()  # no ground truth for real clips
     assert 0.0 <= result["fid_in"] <= 1.0
 
@@ -297,3 +244,49 @@ def test_trained_piq_localizes_better_than_random_and_all_ones_masks(tmp_path):
     for name, base in baselines.items():
         assert piq_rma > base["relevance_mass_accuracy"], (name, float(piq_rma), base)
         assert piq_auc > base["localization_auc"] + 0.02, (name, float(piq_auc), base)
+
+
+def test_speechbrains_published_piq_layout_loads_through_the_hub_code_path(tmp_path, monkeypatch):
+    """speechbrain/PIQ-ESC50's files (SpeechBrain's lobes and file names), served offline from a local hub cache."""
+    from common.inference import PretrainedInterpreter
+    from common.recipe import load_hparams
+
+    hparams_file = INTERPRET / "hparams" / "inference_piq_speechbrain.yaml"
+    published = load_hparams(hparams_file)
+    psi_state = published["psi"].state_dict()
+    assert tuple(psi_state["codebook.embedding.weight"].shape) == (1024, 256)  # K keys of the 256-d hidden map
+    assert tuple(psi_state["down.weight"].shape) == (256, 256, 4, 4) and "adapter.block.1.weight" in psi_state
+    cache = tmp_path / "hub"
+
+    def cached_repo(repo, files):
+        root = cache / f"models--{repo.replace('/', '--')}"
+        snapshot = root / "snapshots" / ("1" * 40)
+        snapshot.mkdir(parents=True)
+        (root / "refs").mkdir()
+        (root / "refs" / "main").write_text("1" * 40)
+        for name, write in files.items():
+            write(snapshot / name)
+
+    torch.manual_seed(0)
+    modules = {"embedding_model": published["embedding_model"], "classifier": published["classifier_head"]}
+    cached_repo(
+        "speechbrain/PIQ-ESC50",
+        {
+            "embedding_modelft.ckpt": lambda p: torch.save(modules["embedding_model"].state_dict(), p),
+            "classifier.ckpt": lambda p: torch.save(modules["classifier"].state_dict(), p),
+            "psi_model.ckpt": lambda p: torch.save(psi_state, p),
+            "hyperparams.yaml": lambda p: p.write_text("# SpeechBrain's own recipe file\n"),
+        },
+    )
+    labels = "\n".join(f"'class{i}' => {i}" for i in range(50)) + "\n================\n'starting_index' => 0\n"
+    cached_repo("speechbrain/cnn14-esc50", {"label_encoder.txt": lambda p: p.write_text(labels)})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    interp = PretrainedInterpreter.from_hparams(
+        source="speechbrain/PIQ-ESC50", hparams_file=hparams_file, savedir=str(cache), overrides={"signal_length_s": 1}
+    )
+    assert torch.equal(interp.interpreter.psi.codebook.embedding.weight, psi_state["codebook.embedding.weight"])
+    wavs = torch.randn(1, 16000) * 0.1
+    listenable, predicted, explanation = interp.interpret_batch(wavs)
+    assert listenable.shape == (1, 16000) and torch.isfinite(listenable).all()
+    assert predicted[0].startswith("class") and explanation.mask.shape == interp.classifier.features(wavs).shape
+    assert 0.0 <= explanation.mask.min() and explanation.mask.max() <= 1.0

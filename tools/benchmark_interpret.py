@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Speed and memory of interpreter training and of the evaluation suite, against their floor.
 
-    python tools/benchmark_interpret.py [--n_clips 16 --emb_dim 256 --batch_size 8]
+    python tools/benchmark_interpret.py [--interpreters piq,l2i --n_clips 16 --emb_dim 256]
 
-Prints one table: clips per second of PIQ training (frozen classifier outputs
-cached, as the recipe does) and of the evaluation suite; the suite's time
+Prints one table: per interpreter (PIQ, L2I), clips per second of its
+training at its yaml's batch size (frozen classifier outputs cached, as the
+recipe does) and of the evaluation suite on its explanations; the suite's time
 split into building inputs, forward passes and each metric; and the floor:
 the same number of classifier forward passes as the suite needs, timed alone
 at the best batch size in the same run. Peak resident memory is measured per
@@ -17,13 +18,14 @@ from pathlib import Path
 
 import torch
 
-from common.interpreters.base import Explanation
+from common.interpreters.base import Explanation, FrozenOutputs
 from common.metrics import EvaluationSuite
 from common.recipe import load_hparams
 from common.reports import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
-PIQ_YAML = REPO / "recipes" / "ESC50" / "interpret" / "hparams" / "piq.yaml"
+HPARAMS = REPO / "recipes" / "ESC50" / "interpret" / "hparams"
+YAMLS = {"piq": HPARAMS / "piq.yaml", "l2i": HPARAMS / "l2i_conv2d.yaml"}
 METRICS = [
     "fid_in",
     "faithfulness_mask_out",
@@ -63,18 +65,15 @@ def timed(fn, repeats=1):
     return best
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n_clips", type=int, default=16)
-    ap.add_argument("--emb_dim", type=int, default=256)
-    ap.add_argument("--out_n_neurons", type=int, default=10)
-    ap.add_argument("--batch_size", type=int, default=8, help="interpreter training batch (piq.yaml default)")
-    ap.add_argument("--curve_steps", type=int, default=10)
-    ap.add_argument("--floor_batch_sizes", default="8,16,32,64")
-    args = ap.parse_args(argv)
+def slice_hidden(hidden, sl):
+    return [h[sl] for h in hidden] if isinstance(hidden, (list, tuple)) else hidden[sl]
+
+
+def benchmark_interpreter(name, args):
+    """Rows for one interpreter: its training, then the suite on its explanations and the floor."""
     torch.manual_seed(0)
     hp = load_hparams(
-        PIQ_YAML,
+        YAMLS[name],
         {
             "data_folder": "/nonexistent",
             "output_folder": "/tmp/benchmark_interpret",
@@ -83,52 +82,52 @@ def main(argv=None):
         },
     )
     classifier, interpreter = hp["classifier"].eval(), hp["interpreter"]
-    for p in classifier.parameters():
-        p.requires_grad_(False)
+    classifier.requires_grad_(False)
+    batch_size = args.batch_size or hp["batch_size"]
+    weights = hp.get("loss_weights", {})
     wavs = torch.randn(args.n_clips, hp["sample_rate"] * hp["signal_length_s"]) * 0.1
     with torch.no_grad():
         X = classifier.features(wavs)
-        hidden = classifier.hidden(X)
-        target = classifier.logits(X).argmax(-1)
+        hidden, logits = classifier.hidden_and_logits(X, getattr(interpreter, "layers", None))
     rows = []
 
     # 1. interpreter training (classifier outputs cached, as in the recipe)
-    optimizer = torch.optim.Adam(interpreter.psi.parameters(), lr=1e-4)
+    optimizer = torch.optim.Adam([p for p in interpreter.parameters() if p.requires_grad], lr=1e-4)
     interpreter.train()
     reset_peak_rss()
 
     def train_epoch():
-        for lo in range(0, args.n_clips, args.batch_size):
-            sl = slice(lo, lo + args.batch_size)
-            terms, _ = interpreter.loss_terms(X[sl], hidden[sl], target[sl])
+        for lo in range(0, args.n_clips, batch_size):
+            sl = slice(lo, lo + batch_size)
+            terms, _ = interpreter.loss_terms(FrozenOutputs(wavs[sl], X[sl], slice_hidden(hidden, sl), logits[sl]))
             optimizer.zero_grad()
-            sum(terms.values()).backward()
+            sum(weights.get(k, 1.0) * v for k, v in terms.items()).backward()
             optimizer.step()
 
     train_s = timed(train_epoch)
     rows.append(
         {
-            "phase": f"PIQ training (batch {args.batch_size})",
+            "phase": f"{name} training (batch {batch_size})",
             "seconds": train_s,
             "clips/s": args.n_clips / train_s,
             "peak RSS (GiB)": peak_rss_gib(),
         }
     )
 
-    # 2. the evaluation suite on PIQ's explanations
+    # 2. the evaluation suite on the interpreter's explanations
     interpreter.eval()
     with torch.no_grad():
-        mask = interpreter.attribute(X, target, hidden=hidden)
-    explanation = Explanation(saliency=mask, mask=mask, target=target)
+        explanation = interpreter.loss_terms(FrozenOutputs(wavs, X, hidden, logits))[1]
+    mask, target = explanation.mask, explanation.target
     suite = EvaluationSuite(METRICS, n_steps=args.curve_steps, batch_size=32)
     suite.evaluate(classifier, X[:2], Explanation(mask[:2], mask[:2], target[:2]))  # warm-up
     suite.reset_timings()
     reset_peak_rss()
-    suite_s = timed(lambda: suite.evaluate(classifier, X, explanation))
+    suite_s = timed(lambda: suite.evaluate(classifier, X, Explanation(mask, mask, target)))
     n_rows = suite.counts["rows"]
     rows.append(
         {
-            "phase": "evaluation suite (all metrics)",
+            "phase": f"{name}: evaluation suite (all metrics)",
             "seconds": suite_s,
             "clips/s": args.n_clips / suite_s,
             "peak RSS (GiB)": peak_rss_gib(),
@@ -151,15 +150,33 @@ def main(argv=None):
     best_bs = min(floor, key=floor.get)
     rows.append(
         {
-            "phase": f"floor: {n_rows} forward passes (batch {best_bs})",
+            "phase": f"{name}: floor, {n_rows} forward passes (batch {best_bs})",
             "seconds": floor[best_bs],
             "clips/s": args.n_clips / floor[best_bs],
             "peak RSS (GiB)": "",
         }
     )
+    return rows, suite_s / floor[best_bs]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--interpreters", default="piq,l2i", help=f"comma-separated, from {sorted(YAMLS)}")
+    ap.add_argument("--n_clips", type=int, default=16)
+    ap.add_argument("--emb_dim", type=int, default=256)
+    ap.add_argument("--out_n_neurons", type=int, default=10)
+    ap.add_argument("--batch_size", type=int, default=None, help="training batch (default: each yaml's own)")
+    ap.add_argument("--curve_steps", type=int, default=10)
+    ap.add_argument("--floor_batch_sizes", default="8,16,32,64")
+    args = ap.parse_args(argv)
+    rows, ratios = [], {}
+    for name in args.interpreters.split(","):
+        new_rows, ratios[name] = benchmark_interpreter(name, args)
+        rows += new_rows
     print(markdown_table(rows, ["phase", "seconds", "clips/s", "peak RSS (GiB)"]))
-    print(f"suite / floor = {suite_s / floor[best_bs]:.2f}  (target <= 1.25)")
-    return suite_s / floor[best_bs]
+    for name, ratio in ratios.items():
+        print(f"{name}: suite / floor = {ratio:.2f}  (target <= 1.25)")
+    return ratios
 
 
 if __name__ == "__main__":

@@ -13,18 +13,46 @@ import torch
 
 
 @dataclass
+class FrozenOutputs:
+    """What the frozen classifier computed for a batch; trained interpreters learn from it.
+
+    wavs   : (B, samples) the input audio
+    X      : (B, T, F) the spectrogram the classifier sees
+    hidden : the representation the interpreter reads (a map, or a list of maps
+             when the interpreter names ``layers``)
+    logits : (B, n_classes) the classifier's logits
+    """
+
+    wavs: torch.Tensor
+    X: torch.Tensor
+    hidden: object
+    logits: torch.Tensor
+
+    @property
+    def target(self):
+        """The class explained: the classifier's own decision."""
+        return self.logits.argmax(dim=-1)
+
+
+@dataclass
 class Explanation:
     """What every interpreter returns.
 
     saliency : (B, T, F) relevance in the classifier's spectrogram domain
     mask     : (B, T, F) in [0, 1]; masked-in input is ``mask * X``
     target   : (B,) the class explained
-    extras   : method-specific outputs (codebook indices, NMF activations, ...)
+    stft_mask: optional (B, T, n_fft/2+1) mask on the linear STFT grid, for
+               methods that compute one there (L2I's NMF); the listenable
+               wav uses it instead of spreading ``mask`` back from mel bands
+    extras   : method-specific outputs (codebook indices, NMF activations, ...);
+               ``extras["per_clip"]`` may hold (B,) diagnostics that the
+               training Brain adds to the per-clip and summary tables
     """
 
     saliency: torch.Tensor
     mask: torch.Tensor
     target: torch.Tensor
+    stft_mask: torch.Tensor = None
     extras: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -37,7 +65,10 @@ class Explanation:
         """Listenable explanation: mask -> STFT grid -> original phase -> ISTFT."""
         front_end = classifier.front_end
         stft = front_end.stft(wavs)
-        grid_mask = front_end.mask_to_stft_grid(self.mask.to(stft.dtype))
+        if self.stft_mask is not None:
+            grid_mask = self.stft_mask.to(stft.dtype)
+        else:
+            grid_mask = front_end.mask_to_stft_grid(self.mask.to(stft.dtype))
         return front_end.mask_to_wav(grid_mask, stft, length=wavs.shape[-1])
 
 

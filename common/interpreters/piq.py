@@ -69,16 +69,19 @@ class PIQInterpreter(torch.nn.Module, Interpreter):
         logits = F.interpolate(logits, size=X.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
         return logits, h_e, z_q
 
-    def loss_terms(self, X, hidden, target):
-        """The paper's three terms and the mask, for one batch."""
-        logits, h_e, z_q = self.decode(X, hidden, target)
+    def loss_terms(self, frozen):
+        """The paper's three terms, and the explanation, for one batch of FrozenOutputs."""
+        X, target = frozen.X, frozen.target
+        logits, h_e, z_q = self.decode(X, frozen.hidden, target)
         peak = X.flatten(1).max(dim=1).values.view(-1, 1, 1)
         target_mask = (X > self.mask_th * peak).to(X.dtype)
-        return {
+        terms = {
             "rec": F.binary_cross_entropy_with_logits(logits, target_mask),
             "vq": F.mse_loss(z_q, h_e.detach()),
             "commit": F.mse_loss(h_e, z_q.detach()),
-        }, torch.sigmoid(logits)
+        }
+        mask = torch.sigmoid(logits)
+        return terms, Explanation(saliency=mask, mask=mask, target=target)
 
     def attribute(self, X, target, hidden=None):
         if hidden is None:

@@ -77,6 +77,32 @@ class AudioClassifier(torch.nn.Module):
     def logits_from_hidden(self, hidden):
         return self.head_scores_from_hidden(hidden) * self.logit_scale
 
+    def hidden_and_logits(self, X, layers=None):
+        """One forward pass: (representation, logits).
+
+        ``layers`` (names of encoder submodules, e.g. Cnn14's ``conv_block6``)
+        asks for those intermediate outputs, as a list, instead of ``hidden(X)``;
+        forward hooks read them, so any encoder works unchanged.
+        """
+        if not layers:
+            hidden = self.hidden(X)
+            return hidden, self.logits_from_hidden(hidden)
+        captured = {}
+
+        def keep(name):
+            def hook(module, args, output):
+                captured[name] = output[0] if isinstance(output, tuple) else output
+
+            return hook
+
+        handles = [self.embedding_model.get_submodule(name).register_forward_hook(keep(name)) for name in layers]
+        try:
+            hidden = self.hidden(X)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return [captured[name] for name in layers], self.logits_from_hidden(hidden)
+
     def logits(self, X):
         """Class logits (B, n_classes) for spectrograms X."""
         return self.head_scores(X) * self.logit_scale

@@ -88,44 +88,71 @@ def load_transformers_weights(module, hub_id, flag="--use_pretrained 0"):
     return module
 
 
-def best_checkpoint_dir(save_folder, key="acc"):
-    """The classification recipe's best checkpoint folder (highest ``key``), or None."""
+def best_checkpoint_dir(save_folder, key="acc", maximize=True):
+    """A recipe's best checkpoint folder (highest ``key``, or lowest unless ``maximize``), or None."""
     from speechbrain.utils.checkpoints import Checkpointer
 
-    ckpt = Checkpointer(str(save_folder)).find_checkpoint(max_key=key) if Path(save_folder).is_dir() else None
+    if not Path(save_folder).is_dir():
+        return None
+    finder = Checkpointer(str(save_folder)).find_checkpoint
+    ckpt = finder(max_key=key) if maximize else finder(min_key=key)
     return None if ckpt is None else ckpt.path
+
+
+def load_recipe_checkpoint(modules, source, collect_in, what, producer, flag, key="acc", maximize=True):
+    """Load ``{name: module}`` from a recipe's trained checkpoint.
+
+    ``source``: the recipe's ``save`` folder (its best checkpoint by ``key`` is
+    used), a folder holding one ``<name>.ckpt`` per module, or a hub id with
+    those files. Returns the folder the files came from.
+    """
+    source = str(source)
+    folder = Path(source)
+    files = " and ".join(f"{name}.ckpt" for name in modules)
+    if folder.is_dir() and not all((folder / f"{name}.ckpt").is_file() for name in modules):
+        best = best_checkpoint_dir(folder, key, maximize)
+        if best is None:
+            raise CheckpointError(
+                f"No {what} checkpoint in {folder}: expected CKPT+*/ folders with {files}, as written by "
+                f"{producer}. Train the {what} first, or pass {flag} with a folder or hub id holding those files."
+            )
+        folder = best
+    elif not folder.exists() and folder.is_absolute():
+        raise CheckpointError(
+            f"{what.capitalize()} checkpoint folder {source} does not exist. Expected the save folder of {producer} "
+            f"(CKPT+*/ with {files}) or a folder holding those files; train the {what} first."
+        )
+    for name, module in modules.items():
+        path = folder / f"{name}.ckpt" if folder.is_dir() else f"{source}/{name}.ckpt"
+        if folder.is_dir() and not Path(path).is_file():
+            raise CheckpointError(f"{path} is missing: a {what} checkpoint holds {files}.")
+        load_speechbrain_params(module, path, collect_in, name=name, flag=flag + " DIR")
+    return folder
 
 
 def load_classifier(classifier, source, collect_in, flag="--classifier_source"):
     """Load a trained AudioClassifier's ``embedding_model`` and ``classifier`` weights.
 
     ``source``: the classification recipe's ``save`` folder (its best
-    checkpoint by validation accuracy is used), a folder holding
+    checkpoint by validation accuracy), a folder holding
     ``embedding_model.ckpt`` and ``classifier.ckpt``, or a hub id with those
     files (e.g. ``speechbrain/PIQ-ESC50``).
     """
-    source = str(source)
-    folder = Path(source)
-    if folder.is_dir() and not (folder / "embedding_model.ckpt").is_file():
-        best = best_checkpoint_dir(folder)
-        if best is None:
-            raise CheckpointError(
-                f"No classifier checkpoint in {folder}: expected CKPT+*/ folders with embedding_model.ckpt and "
-                "classifier.ckpt, as written by recipes/ESC50/classification/train.py. Train the classifier first, "
-                f"or pass {flag} with a folder or hub id holding those two files."
-            )
-        folder = best
-    elif not folder.exists() and Path(source).is_absolute():
-        raise CheckpointError(
-            f"Classifier checkpoint folder {source} does not exist. Expected the classification recipe's save "
-            "folder (CKPT+*/ with embedding_model.ckpt and classifier.ckpt) or a folder holding those two files; "
-            "train the classifier first."
-        )
-    for name in ("embedding_model", "classifier"):
-        path = folder / f"{name}.ckpt" if folder.is_dir() else f"{source}/{name}.ckpt"
-        if folder.is_dir() and not Path(path).is_file():
-            raise CheckpointError(
-                f"{path} is missing: a classifier checkpoint holds embedding_model.ckpt and classifier.ckpt."
-            )
-        load_speechbrain_params(getattr(classifier, name), path, collect_in, name=name, flag=flag + " DIR")
-    return folder
+    modules = {"embedding_model": classifier.embedding_model, "classifier": classifier.classifier}
+    return load_recipe_checkpoint(
+        modules, source, collect_in, "classifier", "recipes/ESC50/classification/train.py", flag
+    )
+
+
+def load_nmf_dictionary(nmf_decoder, source, collect_in, flag="--nmf_source"):
+    """Load an NMF dictionary (``nmf_decoder.ckpt``) from the NMF recipe's save folder, a folder or a hub id."""
+    return load_recipe_checkpoint(
+        {"nmf_decoder": nmf_decoder},
+        source,
+        collect_in,
+        "NMF dictionary",
+        "recipes/ESC50/interpret/train_nmf.py",
+        flag,
+        key="loss",
+        maximize=False,
+    )

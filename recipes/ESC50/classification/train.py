@@ -14,7 +14,7 @@ from speechbrain.utils.distributed import run_on_main
 from common.data.datasets import build_label_encoder, classification_datasets
 from common.data.esc50 import prepare_esc50_from_hparams
 from common.recipe import setup_experiment
-from common.training import BEST_KEY, ClassifierBrain, train_loader_options
+from common.training import BEST_KEY, ClassifierBrain, build_brain, fit_and_evaluate
 
 
 def main(argv=None):
@@ -27,26 +27,10 @@ def main(argv=None):
     hparams["label_encoder"] = label_encoder
     datasets = classification_datasets(manifests, label_encoder, hparams["sample_rate"], hparams["signal_length_s"])
 
-    brain = ClassifierBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    if not hparams["test_only"]:
-        if hparams["use_pretrained"] and hparams["checkpointer"].find_checkpoint() is None:
-            run_on_main(hparams["load_pretrained"], args=[hparams["embedding_model"]])
-        brain.fit(
-            hparams["epoch_counter"],
-            datasets["train"],
-            datasets["valid"],
-            train_loader_kwargs=train_loader_options(hparams["dataloader_options"], len(datasets["train"])),
-            valid_loader_kwargs={**hparams["dataloader_options"], "shuffle": False},
-        )
-    brain.evaluate(
-        datasets["test"], max_key=BEST_KEY, test_loader_kwargs={**hparams["dataloader_options"], "shuffle": False}
-    )
+    brain = build_brain(ClassifierBrain, hparams, run_opts)
+    if not hparams["test_only"] and hparams["use_pretrained"] and hparams["checkpointer"].find_checkpoint() is None:
+        run_on_main(hparams["load_pretrained"], args=[hparams["embedding_model"]])
+    fit_and_evaluate(brain, hparams, datasets, max_key=BEST_KEY)
 
 
 if __name__ == "__main__":
