@@ -6,7 +6,9 @@ import matplotlib.image as mpimg
 import pytest
 import torch
 
+from common.inference import PretrainedInterpreter
 from tests.conftest import INTERPRET, check_interpreter_outputs, run_recipe, train_tiny_classifier
+from tools.export_interpreter import export_interpreter
 
 NMF_ARGS = ["--batch_size", "2"]
 L2I_TINY = ["--K", "100", "--psi_dim", "16", "--psi_upsample", "2", "--batch_size", "2"]
@@ -81,6 +83,13 @@ def test_l2i_conv2d_debug_on_synthetic_then_test_only_reproduces(
     run_recipe(INTERPRET / "train_l2i.py", hparams, *args, "--emb_dim", "16", "--test_only")
     again, summary_again = check_l2i_outputs(out, n_clips=3, n_samples=16000)
     assert summary_again == summary and again["checkpoint"] == first["checkpoint"]
+    # exported, it loads offline through the pretrained-interpreter code path
+    exported = export_interpreter(out, tmp_path / "exported", INTERPRET / "hparams" / "inference_l2i_conv2d.yaml")
+    assert {"psi.ckpt", "theta.ckpt", "nmf_decoder.ckpt"} <= {p.name for p in exported.iterdir()}
+    interp = PretrainedInterpreter.from_hparams(source=str(exported))
+    listenable, label = interp.interpret_file(next((synthetic_data / "audio").iterdir()))
+    assert listenable.shape == (16000,) and torch.isfinite(listenable).all()
+    assert label in {"harmonic_low", "up_chirp", "click_train"}
 
 
 def test_l2i_cnn14_debug_on_synthetic_then_test_only_reproduces(synthetic_data, synthetic_nmf, tmp_path):
