@@ -103,11 +103,6 @@ class L2IInterpreter(torch.nn.Module, Interpreter):
         self.relevance_th = relevance_th
         self.layers = list(layers) if layers else None
 
-    def train(self, mode=True):
-        super().train(mode)
-        self.nmf_decoder.eval()
-        return self
-
     # -- the model -------------------------------------------------------------
     def activations(self, hidden, n_frames):
         """H (B, K, T): the NMF time activations psi predicts from the classifier's layers."""

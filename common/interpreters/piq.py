@@ -95,7 +95,7 @@ class PIQInterpreter(torch.nn.Module, Interpreter):
                 X = self.classifier.features(wavs)
         if hidden is None or target is None:
             with torch.no_grad():
-                hidden = self.classifier.hidden(X)
-                target = self.classifier.logits_from_hidden(hidden).argmax(-1)
+                hidden, logits = self.classifier.hidden_and_logits(X)
+                target = logits.argmax(-1)
         mask = self.attribute(X, target, hidden=hidden)
         return Explanation(saliency=mask, mask=mask, target=target)
