@@ -19,14 +19,29 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 
+from common.data.contamination import Condition, NoiseFolder, contaminate_batch
 from common.data.synthetic import load_ground_truth
+from common.errors import CheckpointError
 from common.interpreters.base import FrozenOutputs
 from common.io import atomic_path, atomic_write_json
 from common.metrics import DISPLAY_NAMES, EvaluationSuite, summarize
-from common.reports import save_explanation_figure, save_wav, write_metric_tables
+from common.reports import save_explanation_figure, save_wav, write_metric_tables, write_table
 from common.training import CpuDistributedMixin, EvaluateBestCheckpointMixin
 
 logger = logging.getLogger(__name__)
+
+
+def training_contamination(hparams):
+    """(Condition, NoiseFolder or None) that training batches are contaminated with
+    (``train_contamination``, e.g. for L-MAC fine-tuning), or (None, None)."""
+    kind = getattr(hparams, "train_contamination", None)
+    if not kind:
+        return None, None
+    snr = getattr(hparams, "train_snr_db", None)
+    condition = Condition(kind, snr_db=snr if kind in ("white_noise", "noise_folder") else None)
+    folder = getattr(hparams, "noise_folder", None)
+    noise = NoiseFolder(folder, hparams.sample_rate) if kind == "noise_folder" else None
+    return condition, noise
 
 
 class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brain):
@@ -40,10 +55,14 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
     # -- the frozen classifier -------------------------------------------------
     def on_fit_start(self):
         self._freeze_classifier()
+        self.train_condition, self.noise_folder = training_contamination(self.hparams)
         super().on_fit_start()
 
     def on_evaluate_start(self, max_key=None, min_key=None):
         self._freeze_classifier()
+        if not self.trainable:  # nothing was trained, so there is no checkpoint to load
+            self.evaluated_checkpoint = None
+            return
         super().on_evaluate_start(max_key=max_key, min_key=min_key)
 
     def _freeze_classifier(self):
@@ -53,34 +72,59 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
         self.frozen_cache = getattr(self, "frozen_cache", {})
 
     @torch.no_grad()
-    def classifier_outputs(self, batch):
-        """FrozenOutputs of the frozen classifier for a batch, cached by clip id."""
+    def classifier_outputs(self, batch, stage=None):
+        """FrozenOutputs of the frozen classifier for a batch, cached by clip id.
+
+        Contaminated inputs (an evaluation set with ``clean_sig``, or training
+        batches contaminated for L-MAC fine-tuning) carry their clean part and
+        are never cached.
+        """
         wavs, _ = batch.sig
         wavs = wavs.to(self.device)
+        clean = batch.clean_sig[0].to(self.device) if hasattr(batch, "clean_sig") else None
+        train_condition = getattr(self, "train_condition", None)
+        if clean is None and stage == sb.Stage.TRAIN and train_condition is not None:
+            epoch = self.hparams.epoch_counter.current
+            ids = [f"{clip}@{epoch}" for clip in batch.id]  # new noise each epoch
+            wavs, clean = contaminate_batch(wavs, train_condition, self.noise_folder, ids=ids)
         layers = getattr(self.modules.interpreter, "layers", None)
-        use_cache = getattr(self.hparams, "cache_classifier_outputs", True)
+        use_cache = getattr(self.hparams, "cache_classifier_outputs", True) and clean is None
+        classifier = self.hparams.classifier
         if use_cache and all(i in self.frozen_cache for i in batch.id):
             parts = [self.frozen_cache[i] for i in batch.id]
             X, logits, *hidden = (torch.stack([p[k] for p in parts]).to(self.device) for k in range(len(parts[0])))
             return FrozenOutputs(wavs, X, hidden if layers else hidden[0], logits)
-        classifier = self.hparams.classifier
         X = classifier.features(wavs)
         hidden, logits = classifier.hidden_and_logits(X, layers)
         if use_cache:
             maps = hidden if layers else [hidden]
             for k, clip in enumerate(batch.id):
                 self.frozen_cache[clip] = (X[k].cpu(), logits[k].cpu(), *(h[k].cpu() for h in maps))
-        return FrozenOutputs(wavs, X, hidden, logits)
+        if clean is None:
+            return FrozenOutputs(wavs, X, hidden, logits)
+        return FrozenOutputs(wavs, X, hidden, logits, clean_wavs=clean, clean_X=classifier.features(clean))
 
     # -- training ----------------------------------------------------------------
+    @property
+    def trainable(self):
+        """False for methods with nothing to learn (AMT): they are only evaluated."""
+        return any(p.requires_grad for p in self.modules.interpreter.parameters())
+
     def compute_forward(self, batch, stage):
-        frozen = self.classifier_outputs(batch)
-        terms, explanation = self.modules.interpreter.loss_terms(frozen)
+        frozen = self.classifier_outputs(batch, stage)
+        interpreter = self.modules.interpreter
+        if hasattr(interpreter, "loss_terms"):
+            terms, explanation = interpreter.loss_terms(frozen)
+        else:  # a post-hoc method with no training objective
+            terms, explanation = {}, interpreter.explain(X=frozen.X, target=frozen.target)
         return {"frozen": frozen, "terms": terms, "explanation": explanation}
 
     def compute_objectives(self, out, batch, stage):
         weights = getattr(self.hparams, "loss_weights", {})
-        loss = sum(weights.get(name, 1.0) * value for name, value in out["terms"].items())
+        loss = sum(
+            (weights.get(name, 1.0) * value for name, value in out["terms"].items()),
+            torch.zeros((), device=self.device),
+        )
         for name, value in out["terms"].items():
             self.term_sums[name] = self.term_sums.get(name, 0.0) + float(value.detach()) * len(batch.id)
         self.n_seen += len(batch.id)
@@ -94,7 +138,15 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
             scheduler.on_batch_end(self.optimizer)
 
     # -- evaluation ----------------------------------------------------------------
-    def _ground_truth(self, batch, X):
+    def _ground_truth(self, batch, frozen):
+        """(mask, event wav) to localize against: for contaminated inputs, the ideal binary
+        mask of the clean part (where it dominates the contamination) and the clean part;
+        for synthetic data, its ground-truth files; otherwise (None, None)."""
+        X = frozen.X
+        if frozen.clean_wavs is not None:
+            front_end = self.hparams.classifier.front_end
+            contamination = front_end(frozen.wavs - frozen.clean_wavs)
+            return (frozen.clean_X >= contamination).to(X.dtype), frozen.clean_wavs
         folder = Path(self.hparams.data_folder) / "ground_truth"
         if not folder.is_dir():
             return None, None
@@ -120,7 +172,7 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
     def _evaluate_batch(self, out, batch, stage):
         frozen, explanation = out["frozen"], out["explanation"]
         X, target = frozen.X, explanation.target
-        gt_mask, gt_event = self._ground_truth(batch, X)
+        gt_mask, gt_event = self._ground_truth(batch, frozen)
         classifier = self.hparams.classifier
         interpretation_wavs = explanation.to_wav(classifier, frozen.wavs)
         if gt_event is not None:
@@ -223,6 +275,7 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
         summary = {"method": method}
         summary.update({DISPLAY_NAMES.get(k, k): stats[k] for k in self.columns if k in stats})
         write_metric_tables(self.per_clip, [summary], out, stem="test_metrics")
+        self.test_summary = summary
         atomic_write_json(
             out / "test_results.json",
             {
@@ -234,11 +287,56 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
         )
 
 
-def run_interpreter_recipe(argv, brain_class=InterpreterBrain, load_extra=None):
+def evaluate_contaminated(brain, hparams, datasets, conditions, noise_folder=None):
+    """The suite on the test set under each contamination Condition, one row per condition.
+
+    Each condition writes its own tables, wavs and figures under
+    ``<output_folder>/contamination/<condition>/``; the rows go to
+    ``<output_folder>/contamination_summary.{md,csv}``. ``noise_folder`` (a path)
+    serves the ``noise_folder`` condition. Where a condition adds
+    something to the clip, localization and SI-SNR are measured against its
+    clean part (see ``InterpreterBrain._ground_truth``).
+    """
+    from common.data.datasets import contaminated_dataset
+
+    if any(c.kind == "noise_folder" for c in conditions):
+        noise_folder = NoiseFolder(noise_folder, hparams["sample_rate"])  # fails now, naming the folder
+    base = Path(hparams["output_folder"])
+    loader = {**hparams["dataloader_options"], "shuffle": False}
+    rows = []
+    try:
+        for condition in conditions:
+            if condition.kind == "clean":
+                test_set = datasets["test"]
+            else:
+                test_set = contaminated_dataset(
+                    hparams["test_annotation"],
+                    hparams["label_encoder"],
+                    hparams["sample_rate"],
+                    hparams["signal_length_s"],
+                    condition,
+                    noise_folder,
+                )
+            brain.hparams.output_folder = str(base / "contamination" / condition.slug)
+            brain.frozen_cache = {}  # the cache is keyed by clip id, the same under every condition
+            logger.info("Evaluating under condition: %s", condition.name)
+            brain.evaluate(test_set, min_key=brain.best_key, test_loader_kwargs=loader)
+            rows.append({"condition": condition.name, **brain.test_summary})
+    finally:
+        brain.hparams.output_folder = str(base)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    text = write_table(rows, base / "contamination_summary", columns=columns)
+    logger.info("Explanations under contamination (%s):\n%s", base / "contamination_summary.md", text)
+    return rows
+
+
+def run_interpreter_recipe(argv, brain_class=InterpreterBrain, load_extra=None, conditions=None, noise_folder=None):
     """Wiring shared by the interpreter recipes: data, frozen classifier, fit, evaluate.
 
     ``load_extra(hparams)`` loads what else the interpreter needs before training
     (L2I's NMF dictionary); it is skipped when a saved checkpoint already holds it.
+    With ``conditions`` (contamination Conditions) nothing is trained: the
+    trained interpreter is evaluated under each condition (eval.py).
     """
     from common.data.datasets import build_label_encoder, classification_datasets
     from common.data.esc50 import prepare_esc50_from_hparams
@@ -248,6 +346,11 @@ def run_interpreter_recipe(argv, brain_class=InterpreterBrain, load_extra=None):
 
     hparams, run_opts, _, _ = setup_experiment(argv)
     prepare_esc50_from_hparams(hparams)
+    if hparams["use_pretrained"] and not hparams.get("pretrained_classifier"):
+        raise CheckpointError(
+            "use_pretrained is set but pretrained_classifier is empty: pass --pretrained_classifier HUB_ID_OR_FOLDER, "
+            "or --use_pretrained False --classifier_source CLASSIFIER_SAVE_DIR."
+        )
     source = hparams["pretrained_classifier"] if hparams["use_pretrained"] else hparams["classifier_source"]
     loaded_from = load_classifier(hparams["classifier"], source, Path(hparams["save_folder"]) / "classifier")
     # Reuse the classifier's label mapping, so indices mean the same classes.
@@ -266,4 +369,10 @@ def run_interpreter_recipe(argv, brain_class=InterpreterBrain, load_extra=None):
     if load_extra is not None and hparams["checkpointer"].find_checkpoint() is None:
         load_extra(hparams)
     brain = build_brain(brain_class, hparams, run_opts)
+    if conditions:
+        brain.evaluated_checkpoint = None
+        return evaluate_contaminated(brain, hparams, datasets, conditions, noise_folder)
+    if not brain.trainable:
+        logger.info("%s has nothing to train: evaluating it on the test set", type(brain.modules.interpreter).__name__)
+        hparams["test_only"] = True
     return fit_and_evaluate(brain, hparams, datasets, min_key=brain.best_key)

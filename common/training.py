@@ -195,10 +195,10 @@ def build_brain(brain_class, hparams, run_opts):
     """A Brain from the hparams' modules, optimizer and checkpointer."""
     return brain_class(
         modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
+        opt_class=hparams.get("opt_class"),
         hparams=hparams,
         run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
+        checkpointer=hparams.get("checkpointer"),
     )
 
 

@@ -77,3 +77,44 @@ def classification_datasets(manifests, label_encoder, sample_rate, signal_length
         )
         for split, path in manifests.items()
     }
+
+
+def contaminated_dataset(manifest, label_encoder, sample_rate, signal_length_s, condition, noise_folder=None):
+    """The clips of ``manifest`` under a contamination ``Condition``.
+
+    ``sig`` is the contaminated clip and ``clean_sig`` its clean target part,
+    both scaled by the same factor so the mixture's peak is 1 (the classifier
+    was trained on peak-normalised clips). Mixture partners are clips of
+    another class from the same manifest.
+    """
+    from common.data.contamination import partners_of_other_classes
+
+    with open(manifest, encoding="utf-8") as f:
+        entries = json.load(f)
+    partners = {}
+    if condition.kind == "mixture":
+        partners = partners_of_other_classes({clip: e["class_string"] for clip, e in entries.items()})
+
+    @sb.utils.data_pipeline.takes("id", "wav")
+    @sb.utils.data_pipeline.provides("sig", "clean_sig")
+    def audio_pipeline(clip_id, wav):
+        sig = load_audio(wav, sample_rate, length_s=signal_length_s)
+        partner = None
+        if clip_id in partners:
+            partner = load_audio(entries[partners[clip_id]]["wav"], sample_rate, length_s=signal_length_s)
+        mixed, clean = condition.apply(clip_id, sig, partner_sig=partner, noise_folder=noise_folder)
+        peak = mixed.abs().max().clamp(min=1e-8)
+        yield mixed / peak
+        yield clean / peak
+
+    @sb.utils.data_pipeline.takes("class_string")
+    @sb.utils.data_pipeline.provides("class_string", "class_string_encoded")
+    def label_pipeline(class_string):
+        yield class_string
+        yield label_encoder.encode_label_torch(class_string)
+
+    return sb.dataio.dataset.DynamicItemDataset.from_json(
+        json_path=str(manifest),
+        dynamic_items=[audio_pipeline, label_pipeline],
+        output_keys=["id", "sig", "clean_sig", "class_string_encoded", "class_string"],
+    )

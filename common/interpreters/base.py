@@ -21,12 +21,16 @@ class FrozenOutputs:
     hidden : the representation the interpreter reads (a map, or a list of maps
              when the interpreter names ``layers``)
     logits : (B, n_classes) the classifier's logits
+    clean_wavs, clean_X : for contaminated inputs, the clean target part of
+             ``wavs`` and its spectrogram (None otherwise)
     """
 
     wavs: torch.Tensor
     X: torch.Tensor
     hidden: object
     logits: torch.Tensor
+    clean_wavs: torch.Tensor = None
+    clean_X: torch.Tensor = None
 
     @property
     def target(self):
@@ -116,4 +120,8 @@ class Interpreter:
             raise ValueError(
                 f"{type(self).__name__} returned saliency {tuple(saliency.shape)} for input {tuple(X.shape)}"
             )
-        return Explanation(saliency=saliency, mask=saliency_to_mask(saliency, self.mask_mode), target=target)
+        return Explanation(saliency=saliency, mask=self.to_mask(saliency), target=target)
+
+    def to_mask(self, saliency):
+        """The [0, 1] mask of a saliency map (methods with their own thresholding override it)."""
+        return saliency_to_mask(saliency, self.mask_mode)

@@ -65,7 +65,7 @@ class PIQInterpreter(torch.nn.Module, Interpreter):
 
     def decode(self, X, hidden, target):
         """Mask logits (B, T, F) on X's grid, and the VQ terms."""
-        logits, h_e, z_q = self.psi(hidden, target)
+        logits, h_e, z_q = self.psi(self.classifier.hidden_map(hidden), target)
         logits = F.interpolate(logits, size=X.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
         return logits, h_e, z_q
 

@@ -57,6 +57,21 @@ class AudioClassifier(torch.nn.Module):
         out = model(X)
         return out[0] if isinstance(out, tuple) else out
 
+    def hidden_map(self, hidden):
+        """``hidden(X)`` as a (B, C, h, w) map on the backbone's grid.
+
+        Maps pass through; a ViT's token sequence drops its CLS token and lays
+        the patch tokens out on their (image_size / patch_size) square grid.
+        """
+        if hidden.ndim == 4:
+            return hidden
+        config = getattr(self.embedding_model, "config", None)
+        if hidden.ndim == 3 and getattr(config, "model_type", None) == "vit":
+            side = config.image_size // config.patch_size
+            patches = hidden[:, -side * side :]  # (B, side*side, C), row-major like the patch embedding
+            return patches.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[-1], side, side)
+        raise ValueError(f"No spatial layout is known for a hidden representation of shape {tuple(hidden.shape)}")
+
     def pool(self, hidden):
         """(B, C, h, w) or (B, tokens, C) or (B, 1, C) -> (B, C)."""
         if hidden.ndim == 4:

@@ -52,6 +52,7 @@ def load_speechbrain_params(module, path_or_hub, collect_in, name="embedding_mod
     """Load a SpeechBrain ``.ckpt`` (hub ``owner/repo/file.ckpt`` or local path) into ``module``."""
     from speechbrain.utils.parameter_transfer import Pretrainer
 
+    Path(collect_in).mkdir(parents=True, exist_ok=True)
     pretrainer = Pretrainer(collect_in=str(collect_in), loadables={name: module}, paths={name: str(path_or_hub)})
     local = Path(str(path_or_hub)).exists()
     try:

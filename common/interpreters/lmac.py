@@ -1,0 +1,134 @@
+"""Listenable Maps for Audio Classifiers (L-MAC; Paissan, Della Libera, Ravanelli, Subakan, ICML 2024).
+
+A decoder reads the frozen classifier's hidden maps (for Cnn14, conv blocks
+6..3, deepest first, as SpeechBrain's recipe does) and outputs a mask
+M in [0, 1] on the classifier's spectrogram grid. With c the classifier's own
+decision, the training loss is the paper's
+
+    l_in_w * CE(f(M * X), c) - l_out_w * CE(f((1 - M) * X), c)
+        + reg_w_l1 * |M|_1 + reg_w_tv * TV(M)
+
+(the masked-in input must keep the decision, the masked-out input must lose
+it, the mask must be small and smooth). The optional fine-tuning term of the
+paper (L-MAC FT, ``guidance=True``) trains on contaminated inputs: for the
+clips whose masked-in spectrogram correlates with the clean one above
+``crosscor_th``, the mask is also pulled towards the binarized clean
+spectrogram (BCE), and the sparsity terms apply to the other clips only.
+
+The masked input is ``M * X`` on the classifier's own grid, exactly what the
+shared suite scores. (SpeechBrain masks the linear log-STFT and re-applies
+the mel filterbank; masking the classifier's input keeps the objective and
+the faithfulness metrics the same quantity.) For mel front-ends the
+listenable wav spreads M back over the STFT bins each band covers.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from common.interpreters.base import Explanation, Interpreter
+from common.registry import INTERPRETERS
+
+
+class LMACDecoder(torch.nn.Module):
+    """Hidden maps (deepest first) -> mask logits (B, 1, h, w), U-Net style.
+
+    Each map is projected to ``dim`` channels; the running map is resized to
+    the next (shallower) map and summed with it, then refined. Transposed
+    convolutions (halving channels) upsample the result ``n_upsample`` times.
+    """
+
+    def __init__(self, in_channels=(256,), dim=64, n_upsample=2):
+        super().__init__()
+        self.in_channels = list(in_channels)
+        self.lateral = torch.nn.ModuleList(torch.nn.Conv2d(c, dim, 1) for c in self.in_channels)
+        self.refine = torch.nn.ModuleList(
+            torch.nn.Sequential(torch.nn.Conv2d(dim, dim, 3, padding=1), torch.nn.BatchNorm2d(dim), torch.nn.ReLU())
+            for _ in self.in_channels
+        )
+        layers, c = [], dim
+        for _ in range(n_upsample):
+            layers += [torch.nn.ConvTranspose2d(c, max(c // 2, 8), 4, 2, 1), torch.nn.ReLU()]
+            c = max(c // 2, 8)
+        layers.append(torch.nn.Conv2d(c, 1, 3, padding=1))
+        self.up = torch.nn.Sequential(*layers)
+
+    def forward(self, maps):
+        if len(maps) != len(self.in_channels):
+            raise ValueError(f"LMACDecoder expects {len(self.in_channels)} hidden maps, got {len(maps)}")
+        y = None
+        for lateral, refine, h in zip(self.lateral, self.refine, maps, strict=True):
+            z = lateral(h)
+            if y is not None:
+                z = z + F.interpolate(y, size=z.shape[-2:], mode="bilinear", align_corners=False)
+            y = refine(z)
+        return self.up(y)
+
+
+def total_variation(mask):
+    """Mean squared difference between neighbouring bins, along time and along frequency."""
+    return (mask[:, 1:, :] - mask[:, :-1, :]).pow(2).mean() + (mask[:, :, 1:] - mask[:, :, :-1]).pow(2).mean()
+
+
+def normalized_dot(a, b, eps=1e-8):
+    """Per-clip cosine similarity of two spectrograms (SpeechBrain's ``dotp`` cross-correlation)."""
+    a, b = a.flatten(1), b.flatten(1)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+@INTERPRETERS.register("lmac")
+class LMACInterpreter(torch.nn.Module, Interpreter):
+    """L-MAC around a frozen AudioClassifier; ``attribute`` returns the mask."""
+
+    def __init__(
+        self,
+        classifier,
+        decoder,
+        layers=None,
+        guidance=False,
+        crosscor_th=0.6,
+        bin_th=0.35,
+    ):
+        torch.nn.Module.__init__(self)
+        Interpreter.__init__(self, classifier)
+        self.decoder = decoder
+        self.layers = list(layers) if layers else None
+        self.guidance = bool(guidance)
+        self.crosscor_th = crosscor_th
+        self.bin_th = bin_th
+
+    def mask_logits(self, X, hidden):
+        maps = hidden if self.layers else [self.classifier.hidden_map(hidden)]
+        logits = self.decoder(maps)
+        return F.interpolate(logits, size=X.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
+
+    def loss_terms(self, frozen):
+        X, target = frozen.X, frozen.target
+        mask = torch.sigmoid(self.mask_logits(X, frozen.hidden))
+        logits_in = self.classifier.logits(mask * X)
+        logits_out = self.classifier.logits((1 - mask) * X)
+        ce_in = F.cross_entropy(logits_in, target)
+        ce_out = F.cross_entropy(logits_out, target)
+        per_clip_l1 = mask.abs().flatten(1).mean(1)
+        per_clip_tv = torch.stack([total_variation(m[None]) for m in mask])
+        regularized = torch.ones_like(per_clip_l1)
+        terms = {"in": ce_in, "out": -ce_out}
+        per_clip = {"mask_mean": per_clip_l1.detach()}
+        clean_X = getattr(frozen, "clean_X", None)
+        if self.guidance and clean_X is not None:
+            guided = (normalized_dot(clean_X, mask * X) >= self.crosscor_th).to(X.dtype).detach()
+            peak = clean_X.flatten(1).max(1).values.view(-1, 1, 1)
+            oracle = (clean_X >= self.bin_th * peak).to(X.dtype)
+            bce = F.binary_cross_entropy(mask, oracle, reduction="none").flatten(1).mean(1)
+            terms["guide"] = (bce * guided).mean()
+            regularized = 1 - guided
+            per_clip["guided"] = guided
+        terms["l1"] = (per_clip_l1 * regularized).mean()
+        terms["tv"] = (per_clip_tv * regularized).mean()
+        explanation = Explanation(saliency=mask, mask=mask, target=target, extras={"per_clip": per_clip})
+        return terms, explanation
+
+    def attribute(self, X, target=None):
+        """The mask for the classifier's decision on X (L-MAC explains that decision; ``target`` is unused)."""
+        with torch.no_grad():
+            hidden, _ = self.classifier.hidden_and_logits(X, self.layers)
+        return torch.sigmoid(self.mask_logits(X, hidden))
