@@ -113,6 +113,23 @@ def esc10_classifier(esc10_data, tmp_path_factory):
     return train_tiny_classifier(esc10_data, tmp_path_factory.mktemp("esc10_clf"), 10, 5)
 
 
+@pytest.fixture(scope="session")
+def tiny_classifiers(request, tmp_path_factory):
+    """Tiny classifiers of each architecture, trained in debug mode, made on first use:
+    ``tiny_classifiers("focalnet", "esc10")`` -> the save folder."""
+    made = {}
+
+    def get(model, dataset):
+        if (model, dataset) not in made:
+            data = request.getfixturevalue("synthetic_data" if dataset == "synthetic" else "esc10_data")
+            n_classes, length_s = (3, 1) if dataset == "synthetic" else (10, 5)
+            out = tmp_path_factory.mktemp(f"{dataset}_{model}")
+            made[model, dataset] = train_tiny_classifier(data, out, n_classes, length_s, model=model)
+        return made[model, dataset]
+
+    return get
+
+
 def check_interpreter_outputs(out, n_clips, n_samples):
     """The tables, wavs and figures an interpreter recipe writes, checked for content."""
     import matplotlib.image as mpimg

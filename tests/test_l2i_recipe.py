@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from common.inference import PretrainedInterpreter
-from tests.conftest import INTERPRET, check_interpreter_outputs, run_recipe, train_tiny_classifier
+from tests.conftest import INTERPRET, check_interpreter_outputs, run_recipe
 from tools.export_interpreter import export_interpreter
 
 NMF_ARGS = ["--batch_size", "2"]
@@ -92,8 +92,10 @@ def test_l2i_conv2d_debug_on_synthetic_then_test_only_reproduces(
     assert label in {"harmonic_low", "up_chirp", "click_train"}
 
 
-def test_l2i_cnn14_debug_on_synthetic_then_test_only_reproduces(synthetic_data, synthetic_nmf, tmp_path):
-    classifier = train_tiny_classifier(synthetic_data, tmp_path / "cnn14", 3, 1, model="cnn14")
+def test_l2i_cnn14_debug_on_synthetic_then_test_only_reproduces(
+    synthetic_data, synthetic_nmf, tiny_classifiers, tmp_path
+):
+    classifier = tiny_classifiers("cnn14", "synthetic")
     out = tmp_path / "l2i"
     args = [*l2i_args(synthetic_data, classifier, synthetic_nmf / "save", out, 3, 1), "--emb_dim", "64"]
     hparams = INTERPRET / "hparams" / "l2i_cnn14.yaml"
@@ -106,7 +108,7 @@ def test_l2i_cnn14_debug_on_synthetic_then_test_only_reproduces(synthetic_data, 
     assert summary_again == summary
 
 
-def test_nmf_and_l2i_debug_on_real_esc10(esc10_data, esc10_classifier, tmp_path):
+def test_nmf_and_l2i_debug_on_real_esc10(esc10_data, esc10_classifier, tiny_classifiers, tmp_path):
     nmf = tmp_path / "nmf"
     run_nmf(esc10_data, nmf, 10, 5, "--debug", "--debug_persistently")
     check_nmf_outputs(nmf)
@@ -115,7 +117,7 @@ def test_nmf_and_l2i_debug_on_real_esc10(esc10_data, esc10_classifier, tmp_path)
     run_recipe(INTERPRET / "train_l2i.py", INTERPRET / "hparams" / "l2i_conv2d.yaml", *args, "--emb_dim", "16")
     result, summary = check_l2i_outputs(out, n_clips=4, n_samples=80000)
     assert "nan" in summary.lower()  # no ground truth for real clips: localization is NaN, not made up
-    cnn14 = train_tiny_classifier(esc10_data, tmp_path / "cnn14", 10, 5, model="cnn14")
+    cnn14 = tiny_classifiers("cnn14", "esc10")
     out = tmp_path / "l2i_cnn14"
     args = [*l2i_args(esc10_data, cnn14, nmf / "save", out, 10, 5), "--n_examples", "1", "--debug"]
     run_recipe(INTERPRET / "train_l2i.py", INTERPRET / "hparams" / "l2i_cnn14.yaml", *args, "--emb_dim", "64")

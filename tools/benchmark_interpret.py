@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Speed and memory of interpreter training and of the evaluation suite, against their floor.
 
-    python tools/benchmark_interpret.py [--interpreters piq,l2i --n_clips 16 --emb_dim 256]
+    python tools/benchmark_interpret.py [--interpreters piq,l2i,lmac_conv2d,amt_vit,... --n_clips 16 --emb_dim 256]
 
-Prints one table: per interpreter (PIQ, L2I), clips per second of its
-training at its yaml's batch size (frozen classifier outputs cached, as the
-recipe does) and of the evaluation suite on its explanations; the suite's time
+Prints one table: per interpreter (PIQ, L2I, L-MAC, AMT, on the classifiers
+their yamls name), clips per second of its training at its yaml's batch size
+(frozen classifier outputs cached, as the recipe does; AMT has no training)
+and of the evaluation suite on its explanations; the suite's time
 split into building inputs, forward passes and each metric; and the floor:
 the same number of classifier forward passes as the suite needs, timed alone
 at the best batch size in the same run. Peak resident memory is measured per
@@ -25,7 +26,31 @@ from common.reports import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 HPARAMS = REPO / "recipes" / "ESC50" / "interpret" / "hparams"
-YAMLS = {"piq": HPARAMS / "piq.yaml", "l2i": HPARAMS / "l2i_conv2d.yaml"}
+YAMLS = {
+    "piq": HPARAMS / "piq.yaml",
+    "l2i": HPARAMS / "l2i_conv2d.yaml",
+    "lmac_conv2d": HPARAMS / "lmac_conv2d.yaml",
+    "lmac_cnn14": HPARAMS / "lmac_cnn14.yaml",
+    "piq_focalnet": HPARAMS / "piq_focalnet.yaml",
+    "piq_vit": HPARAMS / "piq_vit.yaml",
+    "amt_focalnet": HPARAMS / "amt_focalnet.yaml",
+    "amt_vit": HPARAMS / "amt_vit.yaml",
+}
+# Transformer sizes of the README's ESC-10 runs (trained from scratch on a CPU)
+BACKBONE_SIZES = {
+    "focalnet": {"focalnet_embed_dim": 32, "focalnet_depths": [2, 2, 2, 2]},
+    "vit": {"vit_hidden_size": 192, "vit_layers": 6, "vit_heads": 3, "vit_intermediate_size": 768},
+}
+
+
+def size_overrides(name, args):
+    """--emb_dim for the conv2d classifier; the README's sizes for FocalNet/ViT; Cnn14 as published."""
+    for backbone, sizes in BACKBONE_SIZES.items():
+        if name.endswith(backbone):
+            return sizes
+    return {} if name.endswith("cnn14") else {"emb_dim": args.emb_dim}
+
+
 METRICS = [
     "fid_in",
     "faithfulness_mask_out",
@@ -69,6 +94,30 @@ def slice_hidden(hidden, sl):
     return [h[sl] for h in hidden] if isinstance(hidden, (list, tuple)) else hidden[sl]
 
 
+def train_row(name, interpreter, weights, frozen, batch_size, trainable, n_clips):
+    """One epoch of interpreter training over cached classifier outputs: its time and peak RSS."""
+    optimizer = torch.optim.Adam(trainable, lr=1e-4)
+    interpreter.train()
+    reset_peak_rss()
+
+    def train_epoch():
+        for lo in range(0, n_clips, batch_size):
+            sl = slice(lo, lo + batch_size)
+            batch = FrozenOutputs(frozen.wavs[sl], frozen.X[sl], slice_hidden(frozen.hidden, sl), frozen.logits[sl])
+            terms, _ = interpreter.loss_terms(batch)
+            optimizer.zero_grad()
+            sum(weights.get(k, 1.0) * v for k, v in terms.items()).backward()
+            optimizer.step()
+
+    train_s = timed(train_epoch)
+    return {
+        "phase": f"{name} training (batch {batch_size})",
+        "seconds": train_s,
+        "clips/s": n_clips / train_s,
+        "peak RSS (GiB)": peak_rss_gib(),
+    }
+
+
 def benchmark_interpreter(name, args):
     """Rows for one interpreter: its training, then the suite on its explanations and the floor."""
     torch.manual_seed(0)
@@ -77,8 +126,8 @@ def benchmark_interpreter(name, args):
         {
             "data_folder": "/nonexistent",
             "output_folder": "/tmp/benchmark_interpret",
-            "emb_dim": args.emb_dim,
             "out_n_neurons": args.out_n_neurons,
+            **size_overrides(name, args),
         },
     )
     classifier, interpreter = hp["classifier"].eval(), hp["interpreter"]
@@ -91,33 +140,19 @@ def benchmark_interpreter(name, args):
         hidden, logits = classifier.hidden_and_logits(X, getattr(interpreter, "layers", None))
     rows = []
 
-    # 1. interpreter training (classifier outputs cached, as in the recipe)
-    optimizer = torch.optim.Adam([p for p in interpreter.parameters() if p.requires_grad], lr=1e-4)
-    interpreter.train()
-    reset_peak_rss()
-
-    def train_epoch():
-        for lo in range(0, args.n_clips, batch_size):
-            sl = slice(lo, lo + batch_size)
-            terms, _ = interpreter.loss_terms(FrozenOutputs(wavs[sl], X[sl], slice_hidden(hidden, sl), logits[sl]))
-            optimizer.zero_grad()
-            sum(weights.get(k, 1.0) * v for k, v in terms.items()).backward()
-            optimizer.step()
-
-    train_s = timed(train_epoch)
-    rows.append(
-        {
-            "phase": f"{name} training (batch {batch_size})",
-            "seconds": train_s,
-            "clips/s": args.n_clips / train_s,
-            "peak RSS (GiB)": peak_rss_gib(),
-        }
-    )
+    # 1. interpreter training (classifier outputs cached, as in the recipe); AMT has none
+    trainable = [p for p in interpreter.parameters() if p.requires_grad]
+    if trainable:
+        frozen = FrozenOutputs(wavs, X, hidden, logits)
+        rows.append(train_row(name, interpreter, weights, frozen, batch_size, trainable, args.n_clips))
 
     # 2. the evaluation suite on the interpreter's explanations
     interpreter.eval()
     with torch.no_grad():
-        explanation = interpreter.loss_terms(FrozenOutputs(wavs, X, hidden, logits))[1]
+        if hasattr(interpreter, "loss_terms"):
+            explanation = interpreter.loss_terms(FrozenOutputs(wavs, X, hidden, logits))[1]
+        else:
+            explanation = interpreter.explain(X=X, target=logits.argmax(-1))
     mask, target = explanation.mask, explanation.target
     suite = EvaluationSuite(METRICS, n_steps=args.curve_steps, batch_size=32)
     suite.evaluate(classifier, X[:2], Explanation(mask[:2], mask[:2], target[:2]))  # warm-up
@@ -161,7 +196,11 @@ def benchmark_interpreter(name, args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--interpreters", default="piq,l2i", help=f"comma-separated, from {sorted(YAMLS)}")
+    ap.add_argument(
+        "--interpreters",
+        default="piq,l2i,lmac_conv2d,piq_focalnet,piq_vit,amt_focalnet,amt_vit",
+        help=f"comma-separated, from {sorted(YAMLS)}",
+    )
     ap.add_argument("--n_clips", type=int, default=16)
     ap.add_argument("--emb_dim", type=int, default=256)
     ap.add_argument("--out_n_neurons", type=int, default=10)
