@@ -19,7 +19,7 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 
-from common.data.contamination import Condition, NoiseFolder, contaminate_batch
+from common.data.contamination import NoiseFolder, contaminate_batch, parse_conditions
 from common.data.synthetic import load_ground_truth
 from common.errors import CheckpointError
 from common.interpreters.base import FrozenOutputs
@@ -37,8 +37,7 @@ def training_contamination(hparams):
     kind = getattr(hparams, "train_contamination", None)
     if not kind:
         return None, None
-    snr = getattr(hparams, "train_snr_db", None)
-    condition = Condition(kind, snr_db=snr if kind in ("white_noise", "noise_folder") else None)
+    condition = parse_conditions([kind], snrs=[getattr(hparams, "train_snr_db", 0.0)])[0]
     folder = getattr(hparams, "noise_folder", None)
     noise = NoiseFolder(folder, hparams.sample_rate) if kind == "noise_folder" else None
     return condition, noise
@@ -370,7 +369,6 @@ def run_interpreter_recipe(argv, brain_class=InterpreterBrain, load_extra=None, 
         load_extra(hparams)
     brain = build_brain(brain_class, hparams, run_opts)
     if conditions:
-        brain.evaluated_checkpoint = None
         return evaluate_contaminated(brain, hparams, datasets, conditions, noise_folder)
     if not brain.trainable:
         logger.info("%s has nothing to train: evaluating it on the test set", type(brain.modules.interpreter).__name__)

@@ -52,6 +52,18 @@ def build_label_encoder(manifest_paths, out_n_neurons, save_path=None):
     return encoder
 
 
+def label_pipeline_for(label_encoder):
+    """The ``class_string`` -> (``class_string``, ``class_string_encoded``) pipeline every split uses."""
+
+    @sb.utils.data_pipeline.takes("class_string")
+    @sb.utils.data_pipeline.provides("class_string", "class_string_encoded")
+    def label_pipeline(class_string):
+        yield class_string
+        yield label_encoder.encode_label_torch(class_string)
+
+    return label_pipeline
+
+
 def classification_datasets(manifests, label_encoder, sample_rate, signal_length_s=None):
     """One DynamicItemDataset per split with ``sig`` and ``class_string_encoded``.
 
@@ -63,16 +75,10 @@ def classification_datasets(manifests, label_encoder, sample_rate, signal_length
     def audio_pipeline(wav):
         return load_audio(wav, sample_rate, length_s=signal_length_s)
 
-    @sb.utils.data_pipeline.takes("class_string")
-    @sb.utils.data_pipeline.provides("class_string", "class_string_encoded")
-    def label_pipeline(class_string):
-        yield class_string
-        yield label_encoder.encode_label_torch(class_string)
-
     return {
         split: sb.dataio.dataset.DynamicItemDataset.from_json(
             json_path=str(path),
-            dynamic_items=[audio_pipeline, label_pipeline],
+            dynamic_items=[audio_pipeline, label_pipeline_for(label_encoder)],
             output_keys=["id", "sig", "class_string_encoded", "class_string"],
         )
         for split, path in manifests.items()
@@ -107,14 +113,8 @@ def contaminated_dataset(manifest, label_encoder, sample_rate, signal_length_s, 
         yield mixed / peak
         yield clean / peak
 
-    @sb.utils.data_pipeline.takes("class_string")
-    @sb.utils.data_pipeline.provides("class_string", "class_string_encoded")
-    def label_pipeline(class_string):
-        yield class_string
-        yield label_encoder.encode_label_torch(class_string)
-
     return sb.dataio.dataset.DynamicItemDataset.from_json(
         json_path=str(manifest),
-        dynamic_items=[audio_pipeline, label_pipeline],
+        dynamic_items=[audio_pipeline, label_pipeline_for(label_encoder)],
         output_keys=["id", "sig", "clean_sig", "class_string_encoded", "class_string"],
     )

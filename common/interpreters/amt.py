@@ -64,6 +64,10 @@ class ActivationMapInterpreter(torch.nn.Module, Interpreter):
                 f"encoder is {type(backbone).__name__}. Use hparams/amt_focalnet.yaml or amt_vit.yaml."
             )
         self.model_type = model_type
+        # FocalNet: the last block's modulator, found once (its output is the map)
+        self.modulator_name = (
+            last_module_named(backbone, "modulation.projection_context") if model_type == "focalnet" else None
+        )
 
     @torch.no_grad()
     def activation_map(self, X):
@@ -72,8 +76,7 @@ class ActivationMapInterpreter(torch.nn.Module, Interpreter):
         image = self.classifier.to_image(X)
         if self.model_type == "focalnet":
             captured = {}
-            name = last_module_named(backbone, "modulation.projection_context")
-            handle = backbone.get_submodule(name).register_forward_hook(
+            handle = backbone.get_submodule(self.modulator_name).register_forward_hook(
                 lambda module, args, output: captured.setdefault("modulator", output)
             )
             try:

@@ -65,8 +65,10 @@ class LMACDecoder(torch.nn.Module):
 
 
 def total_variation(mask):
-    """Mean squared difference between neighbouring bins, along time and along frequency."""
-    return (mask[:, 1:, :] - mask[:, :-1, :]).pow(2).mean() + (mask[:, :, 1:] - mask[:, :, :-1]).pow(2).mean()
+    """Per clip (B,): mean squared difference between neighbouring bins, along time plus along frequency."""
+    along_time = (mask[:, 1:, :] - mask[:, :-1, :]).pow(2).flatten(1).mean(1)
+    along_freq = (mask[:, :, 1:] - mask[:, :, :-1]).pow(2).flatten(1).mean(1)
+    return along_time + along_freq
 
 
 def normalized_dot(a, b, eps=1e-8):
@@ -109,7 +111,7 @@ class LMACInterpreter(torch.nn.Module, Interpreter):
         ce_in = F.cross_entropy(logits_in, target)
         ce_out = F.cross_entropy(logits_out, target)
         per_clip_l1 = mask.abs().flatten(1).mean(1)
-        per_clip_tv = torch.stack([total_variation(m[None]) for m in mask])
+        per_clip_tv = total_variation(mask)
         regularized = torch.ones_like(per_clip_l1)
         terms = {"in": ce_in, "out": -ce_out}
         per_clip = {"mask_mean": per_clip_l1.detach()}
