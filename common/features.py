@@ -7,6 +7,8 @@ Backward (listenable explanations): mask -> masked magnitude -> original
 phase -> ISTFT -> waveform.
 """
 
+import math
+
 import torch
 from speechbrain.processing.features import ISTFT, STFT, Filterbank, spectral_magnitude
 
@@ -97,3 +99,89 @@ class Log1pSpectrogram(torch.nn.Module):
         if mask.shape != stft.shape[:-1]:
             raise ValueError(f"mask shape {tuple(mask.shape)} does not match the STFT grid {tuple(stft.shape[:-1])}")
         return self.compute_istft(stft * mask.unsqueeze(-1), sig_length=length)
+
+
+class MelDbSpectrogram(torch.nn.Module):
+    """AudioProtoPNet's / BirdSet's front-end: power STFT -> mel -> dB (top_db per example) -> z-score.
+
+    Defaults are the paper's: 32 kHz, n_fft 2048, hop 256, 256 mel bands,
+    ``top_db`` 80 below each example's own maximum, normalised with the XCL
+    training statistics (mean -13.369 dB, std 13.162 dB). Output (batch, time,
+    mel), like every front-end here.
+    """
+
+    def __init__(
+        self, sample_rate=32000, n_fft=2048, hop_length=256, n_mels=256, top_db=80.0, mean=-13.369, std=13.162
+    ):
+        super().__init__()
+        import torchaudio
+
+        self.sample_rate = sample_rate
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.top_db = top_db
+        self.mean = mean
+        self.std = std
+        self.spectrogram = torchaudio.transforms.Spectrogram(n_fft=n_fft, hop_length=hop_length, power=2.0)
+        self.mel_scale = torchaudio.transforms.MelScale(n_mels=n_mels, sample_rate=sample_rate, n_stft=n_fft // 2 + 1)
+
+    @property
+    def n_bins(self):
+        return self.mel_scale.n_mels
+
+    def n_frames(self, n_samples):
+        return n_samples // self.hop_length + 1
+
+    def power_to_db(self, power):
+        """10 log10, floored ``top_db`` below each example's maximum (not the batch's)."""
+        db = 10.0 * torch.log10(power.clamp(min=1e-10))
+        if self.top_db is not None:
+            floor = db.amax(dim=tuple(range(1, db.ndim)), keepdim=True) - self.top_db
+            db = torch.maximum(db, floor)
+        return db
+
+    def forward(self, wavs):
+        mel = self.mel_scale(self.spectrogram(wavs))  # (B, mel, time)
+        return ((self.power_to_db(mel) - self.mean) / self.std).transpose(1, 2)
+
+    def mel_band_edges_hz(self):
+        """(n_mels + 2,) corner frequencies of the triangular filters (torchaudio's HTK mel scale, 0 .. sr/2)."""
+        top = 2595.0 * math.log10(1.0 + (self.sample_rate / 2) / 700.0)
+        mels = torch.linspace(0.0, top, self.n_bins + 2)
+        return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+
+    # -- the way back to audio (same contract as Log1pSpectrogram) ------------------
+    def stft(self, wavs):
+        """Complex STFT as (batch, time, freq, 2), SpeechBrain's layout."""
+        window = torch.hann_window(self.n_fft, device=wavs.device, dtype=wavs.dtype)
+        spec = torch.stft(wavs, self.n_fft, self.hop_length, window=window, return_complex=True)
+        return torch.view_as_real(spec).transpose(1, 2)
+
+    def mask_to_stft_grid(self, mask):
+        """A (B, T, mel) mask -> (B, T, n_fft/2+1), each linear bin weighted by the mel filters covering it."""
+        fb = self.mel_scale.fb.to(mask.device, mask.dtype)  # (n_stft, n_mels)
+        return (mask @ fb.T) / fb.sum(dim=1).clamp(min=1e-8)
+
+    def mask_to_wav(self, mask, stft, length=None):
+        """The input filtered by a linear-grid mask (original phase), as a waveform."""
+        if mask.shape != stft.shape[:-1]:
+            raise ValueError(f"mask shape {tuple(mask.shape)} does not match the STFT grid {tuple(stft.shape[:-1])}")
+        spec = torch.view_as_complex((stft * mask.unsqueeze(-1)).transpose(1, 2).contiguous())
+        window = torch.hann_window(self.n_fft, device=spec.device)
+        return torch.istft(spec, self.n_fft, self.hop_length, window=window, length=length)
+
+    def box_to_wav(self, wav, frame0, frame1, mel0, mel1):
+        """The part of ``wav`` (1-D) inside a spectrogram box: frames [frame0, frame1), mel bands [mel0, mel1).
+
+        Cut out in time and band-passed to the span of the bands' filters
+        (STFT masking with the original phase), so one can listen to the
+        region a prototype matched.
+        """
+        edges = self.mel_band_edges_hz()
+        f_lo, f_hi = float(edges[mel0]), float(edges[min(mel1 + 1, len(edges) - 1)])
+        stft = self.stft(wav[None])
+        freqs = torch.linspace(0, self.sample_rate / 2, stft.shape[2], device=wav.device)
+        mask = torch.zeros(stft.shape[:-1], device=wav.device)
+        mask[:, frame0:frame1, (freqs >= f_lo) & (freqs <= f_hi)] = 1.0
+        out = self.mask_to_wav(mask, stft, length=wav.shape[-1])[0]
+        return out[frame0 * self.hop_length : min(frame1 * self.hop_length, wav.shape[-1])]

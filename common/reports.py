@@ -141,3 +141,34 @@ def save_explanation_figure(X, mask, path, title=""):
     """Spectrogram | mask | masked spectrogram, side by side (time on x), as a png."""
     X, mask = _numpy(X), _numpy(mask)
     save_image_panels([("input spectrogram", X), ("mask", mask), ("interpretation", X * mask)], path, title)
+
+
+def save_prototype_figure(X, similarity, box, path, title=""):
+    """Spectrogram with a prototype's similarity heatmap over it and the box of its most activated region.
+
+    ``X`` and ``similarity`` are (time, freq); ``box`` is (t0, t1, f0, f1) in bins, half-open.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    X, similarity = _numpy(X), _numpy(similarity)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    axes[0].imshow(X.T, origin="lower", aspect="auto", cmap="magma")
+    axes[0].set_title("input spectrogram")
+    axes[1].imshow(X.T, origin="lower", aspect="auto", cmap="gray")
+    shown = axes[1].imshow(similarity.T, origin="lower", aspect="auto", cmap="jet", alpha=0.45)
+    axes[1].set_title("similarity to the prototype")
+    fig.colorbar(shown, ax=axes[1], fraction=0.046)
+    t0, t1, f0, f1 = box
+    for ax in axes:
+        ax.add_patch(Rectangle((t0 - 0.5, f0 - 0.5), t1 - t0, f1 - f0, fill=False, edgecolor="cyan", linewidth=1.5))
+        ax.set_xlabel("frame")
+    axes[0].set_ylabel("mel band")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)

@@ -8,6 +8,7 @@ logged validation accuracy and is the one ``--test_only`` evaluates.
 """
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -172,6 +173,8 @@ class ClassifierBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brain
         half_cycle = getattr(self.hparams, "lr_half_cycle_epochs", None)
         if isinstance(scheduler, CyclicLRScheduler) and half_cycle:
             scheduler.step_size = max(1, int(round(half_cycle * len(train_set))))
+        if isinstance(scheduler, WarmupCosineScheduler):
+            scheduler.total_steps = max(1, epoch_counter.limit * len(train_set))
         return super().fit(
             epoch_counter,
             train_set,
@@ -215,3 +218,48 @@ def fit_and_evaluate(brain, hparams, datasets, max_key=None, min_key=None):
         )
     brain.evaluate(datasets["test"], max_key=max_key, min_key=min_key, test_loader_kwargs={**loader, "shuffle": False})
     return brain
+
+
+@sb.utils.checkpoints.register_checkpoint_hooks
+class WarmupCosineScheduler:
+    """Per-batch linear warm-up then cosine decay to zero, for every parameter group.
+
+    Each group keeps its own peak (its ``lr`` when the schedule first runs),
+    so separate learning rates (prototypes vs last layer) keep their ratio.
+    ``total_steps`` is set by ``fit`` from the epochs and batches per epoch;
+    the step count is checkpointed, so a resumed run continues the schedule.
+    """
+
+    def __init__(self, warmup_ratio=0.05, total_steps=None):
+        self.warmup_ratio = float(warmup_ratio)
+        self.total_steps = total_steps
+        self.step_count = 0
+        self.peak_lrs = None
+
+    def factor(self, step):
+        total = max(1, int(self.total_steps or 1))
+        warmup = int(round(self.warmup_ratio * total))
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def apply(self, optimizer):
+        if self.peak_lrs is None:
+            self.peak_lrs = [group["lr"] for group in optimizer.param_groups]
+        for group, peak in zip(optimizer.param_groups, self.peak_lrs, strict=True):
+            group["lr"] = peak * self.factor(self.step_count)
+
+    def on_batch_end(self, optimizer):
+        self.step_count += 1
+        self.apply(optimizer)
+
+    @sb.utils.checkpoints.mark_as_saver
+    def save(self, path):
+        torch.save({"step_count": self.step_count, "peak_lrs": self.peak_lrs, "total_steps": self.total_steps}, path)
+
+    @sb.utils.checkpoints.mark_as_loader
+    def load(self, path, end_of_epoch=False):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.step_count, self.peak_lrs = state["step_count"], state["peak_lrs"]
+        self.total_steps = self.total_steps or state["total_steps"]

@@ -5,6 +5,7 @@ mono, any rate resampled to the recipe's rate, optionally padded or cropped to
 a fixed length and peak-normalised by the absolute maximum.
 """
 
+import io
 import warnings
 from pathlib import Path
 
@@ -16,19 +17,30 @@ import torchaudio.functional as AF
 from common.errors import AudioError
 
 
-def read_audio_file(path):
-    """Decode ``path`` to a float32 (samples, channels) array and its rate.
+def read_audio_file(path, start_s=0.0, duration_s=None, data_bytes=None):
+    """Decode ``path`` (or only ``duration_s`` seconds from ``start_s``) to a float32 (samples, channels) array.
 
-    Raises AudioError naming the file for anything that is not usable audio.
+    Returns (data, rate). Only the requested frames are read, so cutting 5 s
+    out of an hour-long soundscape does not load the hour. Raises AudioError
+    naming the file for anything that is not usable audio. ``data_bytes``: the
+    file's content, already in memory (e.g. embedded in an Arrow table);
+    ``path`` then only names it in messages.
     """
     path = Path(path)
-    if not path.is_file():
+    source = (lambda: io.BytesIO(data_bytes)) if data_bytes is not None else (lambda: str(path))
+    if data_bytes is None and not path.is_file():
         raise AudioError(
             f"Audio file not found: {path}. Check --data_folder, or re-run the "
             "data preparation so the manifest matches the files on disk."
         )
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        if start_s or duration_s is not None:
+            rate = sf.info(source()).samplerate
+            start = int(round(start_s * rate))
+            frames = -1 if duration_s is None else int(round(duration_s * rate))
+            data, rate = sf.read(source(), start=start, frames=frames, dtype="float32", always_2d=True)
+        else:
+            data, rate = sf.read(source(), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile raises several types for bad files
         raise AudioError(
             f"Cannot decode audio file {path} ({exc}). The file is corrupt or "
@@ -36,8 +48,9 @@ def read_audio_file(path):
             "metadata row)."
         ) from exc
     if data.shape[0] == 0:
+        where = f" from {start_s:.2f} s" if start_s else ""
         raise AudioError(
-            f"Audio file {path} has zero samples. Replace it with a good copy or remove it and its metadata row."
+            f"Audio file {path} has zero samples{where}. Replace it with a good copy or remove it and its metadata row."
         )
     if not np.isfinite(data).all():
         raise AudioError(
@@ -67,7 +80,9 @@ def peak_normalize(sig, eps=1e-8):
     return sig / peak
 
 
-def load_audio(path, sample_rate, length_s=None, normalize=True, warn_silence=True):
+def load_audio(
+    path, sample_rate, length_s=None, normalize=True, warn_silence=True, start_s=0.0, duration_s=None, data_bytes=None
+):
     """Load ``path`` as a 1-D float32 tensor at ``sample_rate``.
 
     Arguments
@@ -79,8 +94,12 @@ def load_audio(path, sample_rate, length_s=None, normalize=True, warn_silence=Tr
         If given, pad (zeros at the end) or crop to this many seconds.
     normalize : bool
         Peak-normalise by the absolute maximum.
+    start_s, duration_s : float
+        Read only this part of the file (e.g. a 5 s segment of a soundscape).
+    data_bytes : bytes or None
+        The file's content when it is already in memory (``path`` names it).
     """
-    data, rate = read_audio_file(path)
+    data, rate = read_audio_file(path, start_s, duration_s, data_bytes)
     sig = torch.from_numpy(np.ascontiguousarray(to_mono(data)))
     if rate != sample_rate:
         sig = AF.resample(sig, rate, sample_rate)

@@ -32,14 +32,22 @@ class AudioClassifier(torch.nn.Module):
         outputs cosines in [-1, 1]; scaling them by the additive-angular-margin
         scale used in training makes ``softmax(logits)`` the probabilities the
         model was trained to produce.
+    multilabel : bool
+        Independent sigmoid outputs (BirdSet) instead of one softmax.
+
+    A transformers ConvNeXt (``model_type`` "convnext", one input channel) sees
+    the spectrogram at its own resolution as a (freq, time) image, as
+    AudioProtoPNet does; its maps are therefore (B, C, freq', time'), see
+    ``map_to_spectrogram``.
     """
 
-    def __init__(self, front_end, embedding_model, classifier, logit_scale=1.0):
+    def __init__(self, front_end, embedding_model, classifier, logit_scale=1.0, multilabel=False):
         super().__init__()
         self.front_end = front_end
         self.embedding_model = embedding_model
         self.classifier = classifier
         self.logit_scale = float(logit_scale)
+        self.multilabel = bool(multilabel)
 
     # -- the interface ------------------------------------------------------
     def features(self, wavs):
@@ -49,6 +57,8 @@ class AudioClassifier(torch.nn.Module):
     def hidden(self, X):
         """The encoder's representation of X (a map or a sequence)."""
         model = self.embedding_model
+        if self.map_is_freq_time:
+            return model(pixel_values=X.transpose(1, 2).unsqueeze(1)).last_hidden_state  # (B, C, F', T')
         if _is_transformers_model(model):
             out = model(pixel_values=self.to_image(X))
             if model.config.model_type == "focalnet":
@@ -72,10 +82,25 @@ class AudioClassifier(torch.nn.Module):
             return patches.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[-1], side, side)
         raise ValueError(f"No spatial layout is known for a hidden representation of shape {tuple(hidden.shape)}")
 
+    @property
+    def map_is_freq_time(self):
+        """Whether the backbone's maps are laid out (freq, time) (ConvNeXt) rather than (time, freq)."""
+        config = getattr(self.embedding_model, "config", None)
+        return getattr(config, "model_type", None) == "convnext"
+
+    def map_to_spectrogram(self, maps, n_frames, n_bins):
+        """(B, h, w) maps on the backbone's grid -> (B, n_frames, n_bins) on the spectrogram's (bilinear)."""
+        if self.map_is_freq_time:
+            maps = maps.transpose(1, 2)
+        return F.interpolate(maps.unsqueeze(1), size=(n_frames, n_bins), mode="bilinear", align_corners=False)[:, 0]
+
     def pool(self, hidden):
         """(B, C, h, w) or (B, tokens, C) or (B, 1, C) -> (B, C)."""
         if hidden.ndim == 4:
-            return hidden.mean(dim=(-1, -2))
+            pooled = hidden.mean(dim=(-1, -2))
+            if self.map_is_freq_time:  # ConvNeXt's own pooler: mean, then its final LayerNorm
+                pooled = self.embedding_model.layernorm(pooled)
+            return pooled
         if hidden.ndim == 3:
             return hidden.mean(dim=1)
         return hidden
@@ -128,7 +153,8 @@ class AudioClassifier(torch.nn.Module):
         return self.head_scores(X) if head_scores else self.logits(X)
 
     def predict_proba(self, X):
-        return F.softmax(self.logits(X), dim=-1)
+        logits = self.logits(X)
+        return torch.sigmoid(logits) if self.multilabel else F.softmax(logits, dim=-1)
 
     # -- helpers -------------------------------------------------------------
     def to_image(self, X):

@@ -69,6 +69,16 @@ def load_speechbrain_params(module, path_or_hub, collect_in, name="embedding_mod
     return module
 
 
+def adapt_input_channels(weight, target, name=""):
+    """An RGB input convolution (out, 3, kh, kw) -> the (out, 1, kh, kw) of a one-channel model, by summing
+    over the colour channels (a grey image then gives the same response); other tensors pass through."""
+    if weight.ndim == 4 and target.ndim == 4 and weight.shape[1] == 3 and target.shape[1] == 1:
+        if weight.shape[0] == target.shape[0] and weight.shape[2:] == target.shape[2:]:
+            logger.info("Summing the 3 input channels of %s for a one-channel input", name)
+            return weight.sum(dim=1, keepdim=True)
+    return weight
+
+
 def load_transformers_weights(module, hub_id, flag="--use_pretrained 0"):
     """Copy the weights of a transformers checkpoint (hub id or folder) into ``module``."""
     try:
@@ -82,7 +92,7 @@ def load_transformers_weights(module, hub_id, flag="--use_pretrained 0"):
     unused = sorted(k for k in state if k not in own)  # e.g. ViT's pooler, unused by the recipes
     if unused:
         logger.info("Ignoring %d weights of %s that the model does not use: %s", len(unused), hub_id, unused[:5])
-    state = {k: v for k, v in state.items() if k in own}
+    state = {k: adapt_input_channels(v, own[k], k) for k, v in state.items() if k in own}
     check_state_dict_fits(module, state, hub_id)
     module.load_state_dict(state)
     logger.info("Loaded %s weights from %s", type(module).__name__, hub_id)

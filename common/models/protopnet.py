@@ -1,0 +1,119 @@
+"""AudioProtoPNet (Heinrich, Rauch, Sick, Scholz 2024): a ConvNeXt backbone with a prototype head.
+
+The classifier interface of every model here (``features``, ``hidden``,
+``logits``), with ``hidden`` = the backbone's (B, C, freq', time') map and
+logits from the prototype head (``common.models.prototypes``): the map is
+upsampled x2, compared by cosine similarity with 1x1 prototypes, max-pooled,
+and weighed by a non-negative class-specific last layer. The backbone comes
+frozen from stage 1; ``regularization_loss`` is the orthogonality of each
+class's prototypes, which the training Brain adds to the Asymmetric Loss.
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+
+from common.errors import CheckpointError
+from common.models.audioprotopnet_weights import load_audioprotopnet_checkpoint, split_audioprotopnet_state_dict
+from common.models.classifier import AudioClassifier
+from common.models.pretrained import check_state_dict_fits, load_recipe_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+class AudioProtoPNet(AudioClassifier):
+    """front-end -> ConvNeXt map -> prototype head (multi-label, sigmoid outputs)."""
+
+    def __init__(self, front_end, embedding_model, head, freeze_backbone=True):
+        super().__init__(front_end, embedding_model, classifier=head, logit_scale=1.0, multilabel=True)
+        self.freeze_backbone = bool(freeze_backbone)
+        if self.freeze_backbone:
+            self.embedding_model.requires_grad_(False)
+
+    @property
+    def head(self):
+        return self.classifier
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.freeze_backbone:
+            self.embedding_model.eval()  # frozen means frozen: no stochastic depth, no statistics updates
+        return self
+
+    def hidden(self, X):
+        if self.freeze_backbone and torch.is_grad_enabled() and self.training:
+            with torch.no_grad():  # nothing to learn there: keep no activations for backward
+                return super().hidden(X)
+        return super().hidden(X)
+
+    def head_scores_from_hidden(self, hidden):
+        return self.head(hidden).logits
+
+    def prototype_outputs(self, X):
+        """The head's full output for spectrograms X: logits, max similarities, their locations (and maps)."""
+        return self.head(self.hidden(X))
+
+    def regularization_loss(self):
+        return self.head.orthogonality_loss()
+
+
+def load_published_weights(model, path):
+    """Load a published AudioProtoPNet checkpoint (HF layout: ``model.backbone.*``, ``head.*``) into ``model``."""
+    backbone, head, info = split_audioprotopnet_state_dict(load_audioprotopnet_checkpoint(path))
+    for module, state in ((model.embedding_model, backbone), (model.head, head)):
+        check_state_dict_fits(module, state, f"{path} (k={info['prototypes_per_class']}, {info['n_classes']} classes)")
+        module.load_state_dict(state)
+    logger.info("Loaded published AudioProtoPNet weights from %s", path)
+    return model
+
+
+def initialise_audioprotopnet(hparams):
+    """Before training: published weights (``pretrained_audioprotopnet``) or the stage-1 backbone (``convnext_source``)."""
+    if hparams.get("pretrained_audioprotopnet"):
+        return load_published_weights(hparams["model"], hparams["pretrained_audioprotopnet"])
+    if not hparams.get("convnext_source"):
+        raise CheckpointError(
+            "AudioProtoPNet trains on a frozen stage-1 ConvNeXt: pass --convnext_source with the save folder of "
+            "train_convnext.py (e.g. results/convnext-birdset/XCM/42/save), or --pretrained_audioprotopnet with "
+            "published AudioProtoPNet weights."
+        )
+    load_recipe_checkpoint(
+        {"embedding_model": hparams["embedding_model"]},
+        hparams["convnext_source"],
+        Path(hparams["save_folder"]) / "pretrained",
+        "ConvNeXt classifier",
+        "recipes/BirdSet/protopnet/train_convnext.py",
+        "--convnext_source",
+        key="cmAP",
+    )
+    return hparams["model"]
+
+
+def save_initial_checkpoint(hparams):
+    """Published weights evaluated as they are: load them once and store them as checkpoint epoch 0."""
+    checkpointer = hparams["checkpointer"]
+    if checkpointer.find_checkpoint() is None:
+        initialise_audioprotopnet(hparams)
+        checkpointer.save_checkpoint(
+            meta={"cmAP": -1.0, "epoch": 0, "source": str(hparams["pretrained_audioprotopnet"])}
+        )
+
+
+def recover_best_audioprotopnet(hparams):
+    """The trained model of a run (best checkpoint by valid cmAP), in eval mode; a clear error without one."""
+    checkpointer = hparams["checkpointer"]
+    try:
+        found = checkpointer.recover_if_possible(max_key="cmAP")
+    except RuntimeError as exc:  # torch's size mismatch: the hparams describe another model
+        raise CheckpointError(
+            f"The checkpoint in {checkpointer.checkpoints_dir} does not fit the model these hparams build ({exc}). "
+            "Pass the options it was trained with (e.g. --prototypes_per_class, --out_n_neurons, the backbone sizes)."
+        ) from exc
+    if found is None:
+        raise CheckpointError(
+            f"No AudioProtoPNet checkpoint in {checkpointer.checkpoints_dir}: train it first with "
+            "train_audioprotopnet.py (same hparams and --output_folder), or evaluate published weights with "
+            "--pretrained_audioprotopnet FILE --test_only."
+        )
+    return hparams["model"].eval()

@@ -1,0 +1,238 @@
+"""BirdSet/protopnet: the data layer on a local HF-schema fixture of synthetic soundscapes, and every
+recipe script end to end in debug mode (offline), outputs checked for content."""
+
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from common.errors import CheckpointError, DataError, DataNotFoundError
+from tests.conftest import REPO, run_recipe
+
+pytest.importorskip("datasets")
+pytest.importorskip("transformers")
+
+RECIPE = REPO / "recipes" / "BirdSet" / "protopnet"
+TINY = [
+    "--hidden_sizes",
+    "[8,16,24,32]",
+    "--embedding_channels",
+    "32",
+    "--depths",
+    "[1,1,1,1]",
+    "--n_mels",
+    "64",
+    "--batch_size",
+    "4",
+    "--out_n_neurons",
+    "3",
+    "--test_configs",
+    "[POW,PER]",
+]
+
+
+@pytest.fixture(scope="session")
+def birdset_fixture(tmp_path_factory):
+    """3 synthetic species in BirdSet's schema: XCM train/valid, POW and PER test_5s (saved with datasets)."""
+    from common.data.birdset import write_birdset_fixture
+
+    out = tmp_path_factory.mktemp("birdset")
+    names = write_birdset_fixture(
+        out, n_species=3, recordings_per_species=3, focal_s=(2.0, 8.0), soundscape_s=10.0, soundscapes_per_test=1
+    )
+    return out, names
+
+
+def _hparams(folder, **extra):
+    return {
+        "data_folder": folder,
+        "train_config": "XCM",
+        "test_configs": ["POW", "PER"],
+        "sample_rate": 32000,
+        "signal_length_s": 5.0,
+        "out_n_neurons": 3,
+        **extra,
+    }
+
+
+# --- data ----------------------------------------------------------------------------------------
+def test_fixture_is_in_birdset_schema_with_mapped_labels_and_no_call_segments(birdset_fixture):
+    from common.data.birdset import REQUIRED_COLUMNS, birdset_datasets, class_names, load_birdset_split
+
+    folder, names = birdset_fixture
+    train = load_birdset_split(folder, "XCM", "train")
+    assert set(REQUIRED_COLUMNS) <= set(train.column_names) and "detected_events" in train.column_names
+    assert class_names(train) == names
+    test = load_birdset_split(folder, "POW", "test_5s")
+    assert sorted(class_names(test)) == sorted(names) and class_names(test) != names  # own order
+    data = birdset_datasets(_hparams(folder))
+    mapping = data["test_classes"]["POW"]
+    assert [names[i] for i in mapping] == class_names(test)
+    truth = json.loads((folder / "POW" / "ground_truth_test_5s.json").read_text())
+    seen_empty = False
+    for i in range(len(data["tests"]["POW"])):
+        item = data["tests"]["POW"][i]
+        assert item["sig"].shape == (160000,) and torch.isfinite(item["sig"]).all()
+        labelled = {names[j] for j in torch.nonzero(item["labels"]).flatten().tolist()}
+        assert labelled == {e["species"] for e in truth[str(i)]}  # labels and true events agree, via the mapping
+        seen_empty |= not labelled
+    assert seen_empty  # a no-call segment: an all-zero target, not an error
+    item = data["train"][0]
+    assert item["sig"].shape == (160000,) and item["labels"].sum() == 1
+
+
+def test_training_crops_hold_an_event_and_short_recordings_are_padded(tmp_path):
+    """Rows as the hub gives them (paths to extracted files, no bytes): a 2 s recording is zero-padded."""
+    import datasets
+
+    from common.data.birdset import BirdSetEvents, _row, birdset_features
+
+    sr = 32000
+    tone = 0.5 * np.sin(2 * np.pi * 3000 * np.arange(2 * sr) / sr).astype(np.float32)
+    sf.write(tmp_path / "short.wav", tone, sr)
+    long_wav = np.zeros(20 * sr, dtype=np.float32)
+    long_wav[12 * sr : 13 * sr] = 0.5  # the only event: 12-13 s
+    sf.write(tmp_path / "long.wav", long_wav, sr)
+    rows = [
+        _row(str(tmp_path / "short.wav"), [0], events=[(0.0, 2.0)], length_s=2),
+        _row(str(tmp_path / "long.wav"), [1], events=[(12.0, 13.0)], length_s=20),
+    ]
+    ds = datasets.Dataset.from_list(rows, features=birdset_features(["a", "b"]))
+    events = BirdSetEvents(ds, 2, "t")
+    short = events[0]["sig"]
+    assert short.shape == (5 * sr,) and short[: 2 * sr].abs().max() > 0.4 and short[2 * sr + 10 :].abs().max() == 0
+    for _ in range(10):  # every random crop holds the event
+        assert (events[1]["sig"] == 0.5).sum() == sr
+
+
+def test_test_set_with_unknown_classes_is_refused_naming_them(birdset_fixture, tmp_path):
+    import datasets
+
+    from common.data.birdset import _row, birdset_datasets, birdset_features
+
+    folder, names = birdset_fixture
+    work = tmp_path / "data"
+    shutil.copytree(folder, work)
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(32000 * 5, dtype=np.float32), 32000, format="WAV")
+    row = _row("nes.wav", [3], 0.0, 5.0)
+    row["audio"]["bytes"] = buffer.getvalue()
+    features = birdset_features([*names, "unkbrd1", "unkbrd2"])
+    datasets.DatasetDict({"test_5s": datasets.Dataset.from_list([row], features=features)}).save_to_disk(
+        str(work / "NES")
+    )
+    with pytest.raises(DataError, match=r"NES has 2 classes.*\['unkbrd1', 'unkbrd2'\]"):
+        birdset_datasets(_hparams(work, test_configs=["POW", "NES"]))
+    with pytest.raises(DataError, match="out_n_neurons=5; set it to 3"):
+        birdset_datasets(_hparams(work, out_n_neurons=5))
+
+
+def test_offline_hub_loading_fails_with_a_clear_message(tmp_path, monkeypatch):
+    from common.data import birdset
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'DBD-research-group/BirdSet' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(birdset._require_datasets(), "load_dataset", offline)
+    with pytest.raises(DataNotFoundError, match=r"BirdSet config 'HSN'.*internet.*save_to_disk at .*HSN"):
+        birdset.load_birdset_split(tmp_path, "HSN", "test_5s")
+
+
+# --- recipes end to end --------------------------------------------------------------------------
+def _check_results(folder, tests=("POW", "PER")):
+    for test in tests:
+        result = json.loads((folder / "test_results" / f"{test}.json").read_text())
+        assert set(result) >= {"cmAP", "AUROC", "T1-Acc", "n_segments", "checkpoint"}
+        assert 0 <= result["cmAP"] <= 1 and 0 <= result["AUROC"] <= 1 and 0 <= result["T1-Acc"] <= 1
+        assert result["n_segments"] >= 2
+    table = (folder / "test_results" / "results.md").read_text()
+    assert all(f"| {t} |" in table for t in tests) and "| mean |" in table
+
+
+def test_both_stages_evaluation_and_analyses_end_to_end(birdset_fixture, tmp_path):
+    import matplotlib.image as mpimg
+
+    folder, names = birdset_fixture
+    convnext, app = tmp_path / "convnext", tmp_path / "app"
+    data = ["--data_folder", folder, *TINY]
+    run_recipe(RECIPE / "train_convnext.py", RECIPE / "hparams" / "convnext.yaml", *data, "--output_folder",
+               convnext, "--use_pretrained", "False", "--debug", "--debug_persistently")  # fmt: skip
+    _check_results(convnext)
+
+    app_args = [*data, "--output_folder", app, "--prototypes_per_class", "2"]
+    with pytest.raises(AssertionError, match="--convnext_source"):  # stage 2 needs stage 1
+        run_recipe(RECIPE / "train_audioprotopnet.py", RECIPE / "hparams" / "audioprotopnet.yaml", *app_args)
+    run_recipe(RECIPE / "train_audioprotopnet.py", RECIPE / "hparams" / "audioprotopnet.yaml", *app_args,
+               "--convnext_source", convnext / "save", "--debug", "--debug_persistently")  # fmt: skip
+    _check_results(app)
+    ckpt = next((app / "save").glob("CKPT+*"))
+    head = torch.load(ckpt / "head.ckpt", weights_only=True)
+    backbone = torch.load(ckpt / "embedding_model.ckpt", weights_only=True)
+    stage1 = torch.load(next((convnext / "save").glob("CKPT+*")) / "embedding_model.ckpt", weights_only=True)
+    assert all(torch.equal(backbone[k], stage1[k]) for k in stage1)  # the backbone stayed frozen
+    assert head["prototype_vectors"].shape == (6, 32, 1, 1) and head["last_layer.weight"].shape == (3, 2)
+
+    (app / "test_results" / "POW.json").unlink()
+    run_recipe(RECIPE / "evaluate.py", RECIPE / "hparams" / "audioprotopnet.yaml", *app_args)
+    _check_results(app)
+
+    run_recipe(RECIPE / "global_analysis.py", RECIPE / "hparams" / "audioprotopnet.yaml", *app_args,
+               "--top_k_clips", "2")  # fmt: skip
+    index = json.loads((app / "analysis" / "global" / "global_analysis.json").read_text())
+    assert len(index["prototypes"]) == 6
+    for entry in index["prototypes"].values():
+        proto = app / "analysis" / "global" / entry["folder"]
+        assert entry["class"] in names and len(entry["matches"]) == 2
+        for match in entry["matches"]:
+            assert mpimg.imread(proto / match["png"]).ndim == 3
+            clip, sr = sf.read(proto / match["clip_wav"])
+            region, _ = sf.read(proto / match["region_wav"])
+            assert sr == 32000 and clip.shape == (160000,) and 0 < len(region) <= len(clip)
+            t0, t1, f0, f1 = match["box"]
+            assert 0 <= t0 < t1 <= 626 and 0 <= f0 < f1 <= 64 and 0 <= match["similarity"] <= 1
+
+    run_recipe(RECIPE / "local_analysis.py", RECIPE / "hparams" / "audioprotopnet.yaml", *app_args,
+               "--local_clips", "2", "--local_top_prototypes", "2", "--local_top_classes", "1")  # fmt: skip
+    for test in ("POW", "PER"):
+        clips = sorted((app / "analysis" / "local" / test).glob("clip*"))
+        assert len(clips) == 2
+        for clip in clips:
+            report = json.loads((clip / "explanation.json").read_text())
+            assert set(report["logits"]) == set(names) and all(0 <= p <= 1 for p in report["probabilities"].values())
+            assert len(report["top_classes"]) == 1 and len(report["prototypes"]) >= 2
+            for proto in report["prototypes"]:
+                assert {"similarity", "last_layer_weight", "contribution", "box", "training_matches"} <= set(proto)
+                assert proto["last_layer_weight"] >= 0 and proto["training_matches"]
+                assert mpimg.imread(clip / proto["png"]).ndim == 3
+                assert sf.read(clip / proto["region_wav"])[0].size > 0
+        loc = json.loads((app / "analysis" / "local" / test / "localization.json").read_text())["summary"]
+        assert loc["pairs"] >= 1 and 0 <= loc["overlap_fraction"] <= 1 and 0 <= loc["random_box_overlap"] <= 1
+
+
+def test_analyses_without_a_trained_model_say_what_to_run(birdset_fixture, tmp_path):
+    folder, _ = birdset_fixture
+    proc = run_recipe(RECIPE / "global_analysis.py", RECIPE / "hparams" / "audioprotopnet.yaml", "--data_folder",
+                      folder, *TINY, "--output_folder", tmp_path / "none", check=False)  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "train it first with train_audioprotopnet.py" in output
+    assert CheckpointError.__name__ in output
+
+
+def test_two_process_ddp_training_on_the_fixture(birdset_fixture, tmp_path):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    folder, _ = birdset_fixture
+    out = tmp_path / "ddp"
+    run_recipe(RECIPE / "train_convnext.py", RECIPE / "hparams" / "convnext.yaml", "--data_folder", folder, *TINY,
+               "--output_folder", out, "--use_pretrained", "False", "--number_of_epochs", "1",
+               "--distributed_backend", "gloo", launcher=[torchrun, "--nproc_per_node=2", "--master_port=29541"],
+               env={"OMP_NUM_THREADS": "1"})  # fmt: skip
+    _check_results(out)
+    log = (out / "train_log.txt").read_text()
+    assert "train n_segments: 8" in log  # both shards gathered: 2 x 4 (one process alone saw 4)
+    assert len(list((out / "save").glob("CKPT+*"))) == 1
