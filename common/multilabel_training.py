@@ -1,6 +1,6 @@
 """The multi-label classifier Brain (BirdSet): ConvNeXt and AudioProtoPNet train and evaluate with it.
 
-Same shape as the single-label ``ClassifierBrain`` (checkpoints, DDP on CPU,
+Same shape as the single-label ``ClassifierBrain`` (its forward pass, checkpoints, DDP on CPU,
 per-batch schedules), with multi-hot targets, a multi-label loss (the
 Asymmetric Loss of the hparams), an optional regularisation term the model
 defines (AudioProtoPNet's prototype orthogonality), and BirdSet's metrics:
@@ -68,14 +68,6 @@ class MultiLabelBrain(ClassifierBrain):
         scheduler = getattr(self.hparams, "lr_annealing", None)
         if isinstance(scheduler, WarmupCosineScheduler):
             scheduler.apply(self.optimizer)  # the first batch already runs at the warm-up rate
-
-    def compute_forward(self, batch, stage):
-        batch = batch.to(self.device)
-        wavs, lens = batch.sig
-        augment = getattr(self.hparams, "augmentation", None)
-        if augment is not None and stage == sb.Stage.TRAIN:
-            wavs, lens = augment(wavs, lens)
-        return self.modules.model(wavs)
 
     def compute_objectives(self, logits, batch, stage):
         targets = batch.labels.data.to(logits.dtype)
