@@ -144,6 +144,25 @@ class MelDbSpectrogram(torch.nn.Module):
         mel = self.mel_scale(self.spectrogram(wavs))  # (B, mel, time)
         return ((self.power_to_db(mel) - self.mean) / self.std).transpose(1, 2)
 
+    @torch.no_grad()
+    def db_statistics(self, wavs_iterable):
+        """Mean and std (dB) of the un-normalised spectrograms of some waveforms, for ``mean`` / ``std``.
+
+        The default statistics are XCL's; a data set recorded at another level
+        (synthetic audio, another corpus) needs its own. Its z-scored input
+        then has no large constant offset, which a ConvNeXt's per-pixel channel
+        LayerNorm would otherwise turn into a near-constant stem output.
+        """
+        total, total_sq, count = 0.0, 0.0, 0
+        for wav in wavs_iterable:
+            mel = self.mel_scale(self.spectrogram(torch.as_tensor(wav, dtype=torch.float32).reshape(1, -1)))
+            db = self.power_to_db(mel).double()
+            total, total_sq, count = total + db.sum().item(), total_sq + (db**2).sum().item(), count + db.numel()
+        if count == 0:
+            raise ValueError("db_statistics needs at least one waveform")
+        mean = total / count
+        return mean, math.sqrt(max(total_sq / count - mean**2, 0.0))
+
     def mel_band_edges_hz(self):
         """(n_mels + 2,) corner frequencies of the triangular filters (torchaudio's HTK mel scale, 0 .. sr/2)."""
         top = 2595.0 * math.log10(1.0 + (self.sample_rate / 2) / 700.0)

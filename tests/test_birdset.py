@@ -111,6 +111,29 @@ def test_training_crops_hold_an_event_and_short_recordings_are_padded(tmp_path):
         assert (events[1]["sig"] == 0.5).sum() == sr
 
 
+def test_db_statistics_match_a_direct_computation_and_centre_the_input():
+    from common.features import MelDbSpectrogram
+
+    rng = np.random.default_rng(0)
+    wavs = [0.3 * rng.standard_normal(8000).astype(np.float32) for _ in range(3)]
+    front_end = MelDbSpectrogram(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32)
+    mean, std = front_end.db_statistics(wavs)
+    db = torch.cat(
+        [
+            front_end.power_to_db(front_end.mel_scale(front_end.spectrogram(torch.from_numpy(w)[None]))).flatten()
+            for w in wavs
+        ]
+    )
+    assert mean == pytest.approx(db.double().mean().item(), abs=1e-3)
+    assert std == pytest.approx(db.double().std(unbiased=False).item(), rel=1e-3)
+    # With its own statistics the data's z-scored input is centred, whatever its level.
+    centred = MelDbSpectrogram(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, mean=mean, std=std)
+    X = torch.cat([centred(torch.from_numpy(w)[None]).flatten() for w in wavs])
+    assert abs(X.mean().item()) < 1e-3 and X.std().item() == pytest.approx(1.0, rel=1e-2)
+    with pytest.raises(ValueError, match="at least one"):
+        front_end.db_statistics([])
+
+
 def test_test_set_with_unknown_classes_is_refused_naming_them(birdset_fixture, tmp_path):
     import datasets
 

@@ -19,14 +19,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common.data.birdset import class_names, load_birdset_split, write_birdset_fixture
+from common.data.birdset import BirdSetEvents, class_names, load_birdset_split, write_birdset_fixture
+from common.features import MelDbSpectrogram
 from common.reports import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "BirdSet" / "protopnet"
 
 # A small ConvNeXt (the paper's is ConvNeXt-base) so a CPU trains it in minutes; the front-end is the paper's.
-SMALL = ["--hidden_sizes", "[24,48,96,192]", "--embedding_channels", "192", "--depths", "[1,1,2,1]"]
+SMALL = ["--hidden_sizes", "[24,48,96,192]", "--embedding_channels", "192", "--depths", "[1,1,2,1]", "--n_mels", "256"]
 TINY = ["--hidden_sizes", "[8,16,24,32]", "--embedding_channels", "32", "--depths", "[1,1,1,1]", "--n_mels", "64"]
 
 
@@ -49,6 +50,16 @@ def chance_level(data_folder, test):
         "AUROC": 0.5,
         "T1-Acc": sum(len(row) for row in labelled) / len(labelled) / n_classes,
     }
+
+
+def training_db_statistics(data_folder, n_mels):
+    """The synthetic set's own dB mean / std (its level is not XCL's), over one crop of each training recording."""
+    split = load_birdset_split(data_folder, "XCM", "train")
+    crops = BirdSetEvents(
+        split, len(class_names(split)), "XCM-train", sample_rate=32000, length_s=5, data_folder=data_folder
+    )
+    front_end = MelDbSpectrogram(n_mels=n_mels)
+    return front_end.db_statistics(crops[i]["sig"] for i in range(len(crops)))
 
 
 def main(argv=None):
@@ -75,7 +86,10 @@ def main(argv=None):
             soundscapes_per_test=1 if args.debug else 3,
         )
     common = ["--data_folder", data, "--out_n_neurons", args.n_species, "--test_configs", "[POW,PER]"]
-    common += ["--batch_size", 8, *(TINY if args.debug else SMALL)]
+    model_args = TINY if args.debug else SMALL
+    mean, std = training_db_statistics(data, int(model_args[model_args.index("--n_mels") + 1]))
+    print(f"training set spectrogram statistics: mean {mean:.3f} dB, std {std:.3f} dB (XCL's: -13.369 / 13.162)")
+    common += ["--batch_size", 8, *model_args, "--norm_mean", f"{mean:.4f}", "--norm_std", f"{std:.4f}"]
     convnext = out / "convnext"
     run("train_convnext.py", "convnext.yaml", *common, "--output_folder", convnext, "--use_pretrained", "False",
         "--number_of_epochs", args.convnext_epochs, "--lr", args.convnext_lr)  # fmt: skip
