@@ -23,6 +23,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["common", "common.*"]),
+    package_data={"common.data": ["gtzan_splits/*.txt", "gtzan_splits/README.md"]},
     python_requires=">=3.10",
     install_requires=CORE_REQUIREMENTS,
     license="Apache-2.0",

@@ -27,3 +27,7 @@ class CheckpointError(ToolkitError, RuntimeError):
 
 class HubUnavailableError(ToolkitError, OSError):
     """A hub id was requested but cannot be fetched (offline or unknown)."""
+
+
+class ConfigError(ToolkitError, ValueError):
+    """An hparams value that names nothing known or is out of range (the message lists the valid choices)."""

@@ -149,6 +149,8 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
         folder = Path(self.hparams.data_folder) / "ground_truth"
         if not folder.is_dir():
             return None, None
+        if not (folder / f"{batch.id[0]}.npz").is_file() and hasattr(batch, "clip_id"):
+            return self._music_ground_truth(batch, X), None
         masks, events = [], []
         front_end = self.hparams.classifier.front_end
         for clip in batch.id:
@@ -167,6 +169,22 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
             masks.append(mask)
             events.append(torch.from_numpy(gt["event"]).float())
         return torch.stack(masks).to(X.device), torch.stack(events).to(X.device)
+
+    def _music_ground_truth(self, batch, X):
+        """Synthetic music (ground_truth/<clip>.json): where the genre's discriminative component sounds in
+        each segment, on the classifier's grid; None when a clip has no such file."""
+        from common.data.synthetic_music import component_masks, load_music_ground_truth
+
+        masks = []
+        for clip, start in zip(batch.clip_id, batch.segment_start_s.tolist(), strict=True):
+            path = Path(self.hparams.data_folder) / "ground_truth" / f"{clip}.json"
+            if not path.is_file():
+                return None
+            gt = load_music_ground_truth(self.hparams.data_folder, clip)
+            component = component_masks(gt, self.hparams.classifier.front_end, X.shape[1], start_s=start)
+            (own,) = [c["name"] for c in gt["components"] if c["discriminative"]]
+            masks.append(component[own].float())
+        return torch.stack(masks).to(X.device)
 
     def _evaluate_batch(self, out, batch, stage):
         frozen, explanation = out["frozen"], out["explanation"]
@@ -329,28 +347,24 @@ def evaluate_contaminated(brain, hparams, datasets, conditions, noise_folder=Non
     return rows
 
 
-def run_interpreter_recipe(argv, brain_class=InterpreterBrain, load_extra=None, conditions=None, noise_folder=None):
-    """Wiring shared by the interpreter recipes: data, frozen classifier, fit, evaluate.
+def prepare_explained_classifier(hparams):
+    """What every explanation script needs: the data set's manifests, the trained classifier
+    (``hparams["classifier"]``, loaded in place) and its label encoder (``hparams["label_encoder"]``).
 
-    ``load_extra(hparams)`` loads what else the interpreter needs before training
-    (L2I's NMF dictionary); it is skipped when a saved checkpoint already holds it.
-    With ``conditions`` (contamination Conditions) nothing is trained: the
-    trained interpreter is evaluated under each condition (eval.py).
+    Returns the train/valid/test datasets.
     """
     from common.data.datasets import build_label_encoder, classification_datasets
     from common.data.esc50 import prepare_esc50_from_hparams
     from common.models.pretrained import load_classifier
-    from common.recipe import setup_experiment
-    from common.training import build_brain, fit_and_evaluate
 
-    hparams, run_opts, _, _ = setup_experiment(argv)
-    prepare_esc50_from_hparams(hparams)
-    if hparams["use_pretrained"] and not hparams.get("pretrained_classifier"):
+    prepare = hparams.get("prepare") or prepare_esc50_from_hparams  # `prepare: !name:...` picks the data set
+    prepare(hparams)
+    if hparams.get("use_pretrained") and not hparams.get("pretrained_classifier"):
         raise CheckpointError(
             "use_pretrained is set but pretrained_classifier is empty: pass --pretrained_classifier HUB_ID_OR_FOLDER, "
             "or --use_pretrained False --classifier_source CLASSIFIER_SAVE_DIR."
         )
-    source = hparams["pretrained_classifier"] if hparams["use_pretrained"] else hparams["classifier_source"]
+    source = hparams["pretrained_classifier"] if hparams.get("use_pretrained") else hparams["classifier_source"]
     loaded_from = load_classifier(hparams["classifier"], source, Path(hparams["save_folder"]) / "classifier")
     # Reuse the classifier's label mapping, so indices mean the same classes.
     encoder_file = Path(loaded_from).parent / "label_encoder.txt"
@@ -362,9 +376,32 @@ def run_interpreter_recipe(argv, brain_class=InterpreterBrain, load_extra=None, 
     if not own_copy.is_file():  # keep the run self-contained (export, --test_only)
         with atomic_path(own_copy) as tmp:
             hparams["label_encoder"].save(tmp)
-    datasets = classification_datasets(
-        manifests, hparams["label_encoder"], hparams["sample_rate"], hparams["signal_length_s"]
+    return classification_datasets(
+        manifests,
+        hparams["label_encoder"],
+        hparams["sample_rate"],
+        hparams["signal_length_s"],
+        segment_s=hparams.get("segment_s"),
+        segment_hop_s=hparams.get("segment_hop_s"),
     )
+
+
+def run_interpreter_recipe(argv, brain_class=InterpreterBrain, load_extra=None, conditions=None, noise_folder=None):
+    """Wiring shared by the interpreter recipes: data, frozen classifier, fit, evaluate.
+
+    The data set is prepared by ``hparams["prepare"]`` (e.g. ``!name:common.data.gtzan.prepare_gtzan_from_hparams``),
+    ESC-50's preparation when absent; ``segment_s`` / ``segment_hop_s`` cut whole clips into segments.
+
+    ``load_extra(hparams)`` loads what else the interpreter needs before training
+    (L2I's NMF dictionary); it is skipped when a saved checkpoint already holds it.
+    With ``conditions`` (contamination Conditions) nothing is trained: the
+    trained interpreter is evaluated under each condition (eval.py).
+    """
+    from common.recipe import setup_experiment
+    from common.training import build_brain, fit_and_evaluate
+
+    hparams, run_opts, _, _ = setup_experiment(argv)
+    datasets = prepare_explained_classifier(hparams)
     if load_extra is not None and hparams["checkpointer"].find_checkpoint() is None:
         load_extra(hparams)
     brain = build_brain(brain_class, hparams, run_opts)

@@ -69,7 +69,10 @@ def main(argv=None):
     ap.add_argument("--recordings_per_species", type=int, default=16)
     ap.add_argument("--convnext_epochs", type=int, default=30)
     ap.add_argument("--convnext_lr", type=float, default=0.002, help="from scratch, a small model learns faster")
-    ap.add_argument("--protopnet_epochs", type=int, default=10)
+    ap.add_argument("--protopnet_epochs", type=int, default=30)
+    ap.add_argument(
+        "--soundscapes_per_test", type=int, default=8, help="40 s soundscapes per test set (8 segments each)"
+    )
     ap.add_argument("--prototypes_per_class", type=int, default=5)
     ap.add_argument("--debug", action="store_true", help="tiny data and models, 1 epoch each: checks the wiring")
     args = ap.parse_args(argv)
@@ -83,7 +86,7 @@ def main(argv=None):
             n_species=args.n_species,
             recordings_per_species=args.recordings_per_species,
             soundscape_s=20.0 if args.debug else 40.0,
-            soundscapes_per_test=1 if args.debug else 3,
+            soundscapes_per_test=1 if args.debug else args.soundscapes_per_test,
         )
     common = ["--data_folder", data, "--out_n_neurons", args.n_species, "--test_configs", "[POW,PER]"]
     model_args = TINY if args.debug else SMALL

@@ -13,6 +13,7 @@ import speechbrain as sb
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 from common.data.audio import load_audio
+from common.data.segments import segment_entries
 from common.errors import DataError
 from common.io import atomic_path
 
@@ -64,10 +65,36 @@ def label_pipeline_for(label_encoder):
     return label_pipeline
 
 
-def classification_datasets(manifests, label_encoder, sample_rate, signal_length_s=None):
-    """One DynamicItemDataset per split with ``sig`` and ``class_string_encoded``.
+def read_manifest(path, segment_s=None, segment_hop_s=None):
+    """The entries of a JSON manifest, each with its ``clip_id``.
 
-    ``manifests``: mapping split name -> JSON manifest path.
+    Entries that are segments (``start_s`` and ``duration_s``, as GTZAN's) are
+    kept as they are; whole clips are cut into ``segment_s`` segments every
+    ``segment_hop_s`` when ``segment_s`` is given (e.g. ESC-50 clips for a
+    recipe trained on 3 s segments), else kept whole (``clip_id`` = their key).
+    """
+    with open(path, encoding="utf-8") as f:
+        entries = json.load(f)
+    segmented = ["start_s" in e and "duration_s" in e for e in entries.values()]
+    if any(segmented) and not all(segmented):
+        raise DataError(
+            f"Manifest {path} mixes segment entries (with start_s/duration_s) and whole clips; re-run the data preparation."
+        )
+    if all(segmented) and entries:
+        return entries
+    if segment_s:
+        return segment_entries(entries, segment_s, segment_hop_s)
+    return {clip: {**e, "clip_id": clip} for clip, e in entries.items()}
+
+
+def classification_datasets(
+    manifests, label_encoder, sample_rate, signal_length_s=None, segment_s=None, segment_hop_s=None
+):
+    """One DynamicItemDataset per split with ``sig``, ``class_string_encoded`` and ``clip_id``.
+
+    ``manifests``: mapping split name -> JSON manifest path. Segment entries
+    are read from their start for their duration (padded or cropped to
+    ``signal_length_s`` when given); see ``read_manifest`` for ``segment_s``.
     """
 
     @sb.utils.data_pipeline.takes("wav")
@@ -75,14 +102,32 @@ def classification_datasets(manifests, label_encoder, sample_rate, signal_length
     def audio_pipeline(wav):
         return load_audio(wav, sample_rate, length_s=signal_length_s)
 
-    return {
-        split: sb.dataio.dataset.DynamicItemDataset.from_json(
-            json_path=str(path),
-            dynamic_items=[audio_pipeline, label_pipeline_for(label_encoder)],
-            output_keys=["id", "sig", "class_string_encoded", "class_string"],
+    @sb.utils.data_pipeline.takes("wav", "start_s", "duration_s")
+    @sb.utils.data_pipeline.provides("sig")
+    def segment_pipeline(wav, start_s, duration_s):
+        length_s = signal_length_s or duration_s  # a segment running past the clip's end is zero-padded
+        return load_audio(wav, sample_rate, length_s=length_s, start_s=start_s, duration_s=duration_s)
+
+    datasets = {}
+    for split, path in manifests.items():
+        entries = read_manifest(path, segment_s, segment_hop_s)
+        segmented = all("start_s" in e for e in entries.values())
+
+        @sb.utils.data_pipeline.takes("id")
+        @sb.utils.data_pipeline.provides("segment_start_s")
+        def start_pipeline(item_id, entries=entries):
+            return float(entries[item_id].get("start_s", 0.0))  # where ground truth of the whole clip is cut
+
+        datasets[split] = sb.dataio.dataset.DynamicItemDataset(
+            entries,
+            dynamic_items=[
+                segment_pipeline if segmented else audio_pipeline,
+                label_pipeline_for(label_encoder),
+                start_pipeline,
+            ],
+            output_keys=["id", "sig", "class_string_encoded", "class_string", "clip_id", "segment_start_s"],
         )
-        for split, path in manifests.items()
-    }
+    return datasets
 
 
 def contaminated_dataset(manifest, label_encoder, sample_rate, signal_length_s, condition, noise_folder=None):

@@ -20,12 +20,12 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-import zipfile
 from pathlib import Path
 
 import soundfile as sf
 
 from common.data.audio import read_audio_file
+from common.data.download import check_digests, download_file, file_sha256, safe_extract_zip  # noqa: F401 (re-exported)
 from common.errors import DataError, DataNotFoundError, IntegrityError
 from common.io import atomic_write_json
 
@@ -116,15 +116,6 @@ def check_folds(train_fold_nums, valid_fold_nums, test_fold_nums):
 
 
 # ------------------------------------------------------------- verification
-def file_sha256(path, chunk=1 << 20):
-    """SHA-256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _listing_signature(csv_path, audio_folder):
     """A cheap fingerprint of the metadata and audio folder (names, sizes, mtimes)."""
     digest = hashlib.sha256(Path(csv_path).read_bytes())
@@ -196,59 +187,10 @@ def mark_verified(data_folder, audio_folder=None, archive_sha256=None):
 
 
 # ------------------------------------------------------- download / extract
-def safe_extract_zip(zip_path, target_folder):
-    """Extract ``zip_path`` into ``target_folder``, refusing escaping members.
-
-    A member that is absolute, climbs out with ``..``, or is a symbolic link
-    raises IntegrityError before anything is written.
-    """
-    target = Path(target_folder).resolve()
-    with zipfile.ZipFile(zip_path) as archive:
-        members = archive.infolist()
-        for info in members:
-            dest = (target / info.filename).resolve()
-            is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
-            if info.filename.startswith(("/", "\\")) or (dest != target and target not in dest.parents) or is_link:
-                raise IntegrityError(
-                    f"Archive {zip_path} holds member {info.filename!r} that would land outside "
-                    f"{target} (or is a link); refusing to extract. The archive is not a genuine copy."
-                )
-        target.mkdir(parents=True, exist_ok=True)
-        archive.extractall(target)
-
-
-def download_file(url, dest, sha256=None, timeout=60):
-    """Fetch ``url`` to a temporary file and move it to ``dest`` atomically.
-
-    When ``sha256`` is given, a mismatch raises IntegrityError and nothing is
-    left at ``dest``. Returns the file's SHA-256.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            shutil.copyfileobj(resp, out, length=1 << 20)
-        digest = file_sha256(tmp)
-        if sha256 and digest.lower() != sha256.lower():
-            raise IntegrityError(
-                f"Download of {url} has SHA-256 {digest}, expected {sha256}; deleted it. Retry, or check the expected hash."
-            )
-        os.replace(tmp, dest)
-        return digest
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def install_esc50_archive(zip_path, data_folder, sha256=None):
     """Verify (hash when given), extract safely and move ESC-50 into ``data_folder``."""
     data_folder = Path(data_folder)
-    digest = file_sha256(zip_path)
-    if sha256 and digest.lower() != sha256.lower():
-        raise IntegrityError(
-            f"Archive {zip_path} has SHA-256 {digest}, expected {sha256}. Delete it and download again."
-        )
+    digest = check_digests(zip_path, sha256=sha256, what=f"Archive {zip_path}")
     staging = Path(tempfile.mkdtemp(prefix=".esc50-extract-", dir=data_folder.parent))
     try:
         safe_extract_zip(zip_path, staging)
