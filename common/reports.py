@@ -172,3 +172,89 @@ def save_prototype_figure(X, similarity, box, path, title=""):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
+
+
+# -- post-hoc explanations: heatmaps, component bars, listenable top-k components ------------------
+def save_saliency_heatmap(X, saliency, path, title="", ylabel="frequency bin"):
+    """The spectrogram (grey) and a saliency heatmap over it, time on x, as a png, atomically.
+
+    Signed saliency (LIME, SHAP, IG, DeepLIFT) is drawn on a diverging scale
+    symmetric about 0 (red: for the class, blue: against it); non-negative
+    saliency (gradient magnitude, Grad-CAM) on a sequential one.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    X, saliency = _numpy(X), _numpy(saliency)
+    peak = float(np.abs(saliency).max()) or 1.0
+    signed = bool((saliency < 0).any())
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    axes[0].imshow(X.T, origin="lower", aspect="auto", cmap="magma")
+    axes[0].set_title("input spectrogram")
+    axes[1].imshow(X.T, origin="lower", aspect="auto", cmap="gray")
+    shown = axes[1].imshow(
+        saliency.T,
+        origin="lower",
+        aspect="auto",
+        cmap="bwr" if signed else "hot",
+        vmin=-peak if signed else 0.0,
+        vmax=peak,
+        alpha=0.6,
+    )
+    axes[1].set_title("saliency")
+    fig.colorbar(shown, ax=axes[1], fraction=0.046)
+    for ax in axes:
+        ax.set_xlabel("frame")
+    axes[0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+
+
+def save_component_bars(weights, path, title="", labels=None, xlabel="time segment", ylabel="weight"):
+    """One bar per interpretable component (e.g. per time segment), red for, blue against the class, as a png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    weights = _numpy(weights).reshape(-1)
+    labels = [str(label) for label in labels] if labels is not None else [str(k) for k in range(len(weights))]
+    if len(labels) != len(weights):
+        raise ValueError(f"{len(labels)} labels for {len(weights)} component weights")
+    fig, ax = plt.subplots(figsize=(min(14.0, max(4.0, 0.3 * len(weights) + 2)), 3.2))
+    ax.bar(range(len(weights)), weights, color=["tab:red" if w > 0 else "tab:blue" for w in weights])
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(weights)), labels, rotation=90 if len(weights) > 12 else 0, fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+
+
+def save_top_components_wav(path, classifier, wav, components, weights, k, sample_rate=None):
+    """Write the top-``k`` positive components of one clip as a wav; return their (T, F) mask.
+
+    ``wav`` (samples,), ``components`` (T, F) ids on the classifier's grid,
+    ``weights`` (K,) per component. The binary mask goes the way of every
+    listenable explanation (``Explanation.to_wav``): mask -> STFT grid ->
+    original phase -> ISTFT.
+    """
+    import torch
+
+    from common.interpreters.base import Explanation
+    from common.interpreters.components import top_components_mask
+
+    mask = top_components_mask(weights, components, k)[None].to(wav.dtype)
+    explanation = Explanation(saliency=mask, mask=mask, target=torch.zeros(1, dtype=torch.long))
+    with torch.no_grad():
+        audio = explanation.to_wav(classifier, wav[None])[0]
+    save_wav(path, audio, sample_rate or classifier.front_end.sample_rate)
+    return mask[0]

@@ -1,0 +1,16 @@
+#!/usr/bin/env python3
+"""LRP explanations of a trained genre classifier, scored with the shared evaluation suite (nothing is trained).
+
+    python explain_lrp.py hparams/lrp_cnn.yaml --data_folder DIR --classifier_source CLASSIFIER_SAVE_DIR
+
+Writes test_metrics_summary.md / test_metrics_per_clip.csv and, for the first
+segments, interpretations/<segment>/ (spectrogram | mask figure, original and
+interpretation audio). Wiring only: common/interpreters/lrp.py, common/interpreter_brain.py.
+"""
+
+import sys
+
+from common.interpreter_brain import run_interpreter_recipe
+
+if __name__ == "__main__":
+    run_interpreter_recipe(sys.argv[1:])

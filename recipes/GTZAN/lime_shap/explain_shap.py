@@ -1,0 +1,19 @@
+#!/usr/bin/env python3
+"""SHAP explanations of a trained genre classifier: Kernel SHAP on interpretable components,
+GradientShap and DeepLiftShap on the spectrogram.
+
+    python explain_shap.py hparams/shap.yaml --data_folder DIR --classifier_source CLASSIFIER_SAVE_DIR
+    python explain_shap.py hparams/gradient_shap.yaml --data_folder DIR --classifier_source CLASSIFIER_SAVE_DIR
+    python explain_shap.py hparams/deeplift_shap.yaml --data_folder DIR --classifier_source CLASSIFIER_SAVE_DIR
+
+Nothing is trained: the test set is explained and scored with the shared suite;
+the first n_examples segments get wavs and figures under interpretations/.
+"""
+
+import sys
+
+from common.interpreter_brain import run_interpreter_recipe
+from common.posthoc_brain import PosthocInterpreterBrain
+
+if __name__ == "__main__":
+    run_interpreter_recipe(sys.argv[1:], brain_class=PosthocInterpreterBrain)
