@@ -13,6 +13,17 @@ import torch
 from speechbrain.processing.features import ISTFT, STFT, Filterbank, spectral_magnitude
 
 
+def mask_on_grid(mask, front_end, shape):
+    """A (T, F') ground-truth mask -> the classifier's (T, F) grid, or None when it cannot be mapped.
+
+    A mask on the linear STFT grid goes to a mel front-end's bands (a band is
+    in the event when at least half of its filter-weighted bins are).
+    """
+    if mask.shape[0] == shape[0] and mask.shape[1] != shape[1] and hasattr(front_end, "stft_mask_to_grid"):
+        mask = (front_end.stft_mask_to_grid(mask[None].float())[0] >= 0.5).float()
+    return mask if tuple(mask.shape) == tuple(shape) else None
+
+
 def n_frames(sample_rate, signal_length_s, hop_length):
     """Frames of the (centred) STFT of a clip, as SpeechBrain's STFT computes them (hop in ms)."""
     hop = int(round(sample_rate / 1000.0 * hop_length))

@@ -22,6 +22,7 @@ import torch
 from common.data.contamination import NoiseFolder, contaminate_batch, parse_conditions
 from common.data.synthetic import load_ground_truth
 from common.errors import CheckpointError
+from common.features import mask_on_grid
 from common.interpreters.base import FrozenOutputs
 from common.io import atomic_path, atomic_write_json
 from common.metrics import DISPLAY_NAMES, EvaluationSuite, summarize
@@ -155,10 +156,8 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
         front_end = self.hparams.classifier.front_end
         for clip in batch.id:
             gt = load_ground_truth(self.hparams.data_folder, clip)
-            mask = torch.from_numpy(gt["mask"]).float()
-            if mask.shape[0] == X.shape[1] and mask.shape[1] != X.shape[2] and hasattr(front_end, "stft_mask_to_grid"):
-                mask = (front_end.stft_mask_to_grid(mask[None])[0] >= 0.5).float()  # STFT-grid truth -> mel bands
-            if tuple(mask.shape) != tuple(X.shape[1:]):
+            mask = mask_on_grid(torch.from_numpy(gt["mask"]).float(), front_end, X.shape[1:])  # STFT grid -> mels
+            if mask is None:
                 logger.warning(
                     "Ground truth of %s is on a %s grid, not the classifier's %s: localization skipped",
                     clip,

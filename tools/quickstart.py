@@ -10,7 +10,11 @@
    evaluates it with the shared suite, localization against the known events
    included,
 4. prints the accuracy, the interpretation metric table and where the
-   listenable interpretations (wav) and figures (png) are.
+   listenable interpretations (wav) and figures (png) are,
+5. ends with the leaderboard of that classifier on the held-out clips (PIQ,
+   a few post-hoc methods and a model-independent control, with the sanity
+   check; tools/leaderboard.py) and its static HTML report, and prints where
+   the report is (open it from disk: an audio player per clip and method).
 Everything goes under --output_folder.
 """
 
@@ -20,9 +24,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common.data.synthetic import make_synthetic_esc50
-
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from common.data.synthetic import make_synthetic_esc50  # noqa: E402
+
 CLASSIFICATION = REPO / "recipes" / "ESC50" / "classification"
 INTERPRET = REPO / "recipes" / "ESC50" / "interpret"
 
@@ -41,6 +48,7 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--piq_epochs", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--leaderboard_clips", type=int, default=20, help="held-out clips of the leaderboard (0: none)")
     args = ap.parse_args(argv)
     out = Path(args.output_folder).resolve()
     data = out / "data"
@@ -114,7 +122,54 @@ def main(argv=None):
         print(
             f"  listen and look:  {piq_dir / 'interpretations'}/<clip>/original.wav, interpretation.wav, explanation.png"
         )
+    if args.leaderboard_clips > 0:
+        index = run_leaderboard(out, data, classifier_dir, piq_dir if args.piq_epochs > 0 else None, args)
+        print()
+        print(f"HTML report (listen to every method's explanation): {index}")
+        print(f"  open it with:     file://{index}")
     return result
+
+
+def run_leaderboard(out, data, classifier_dir, piq_dir, args):
+    """The leaderboard of the quickstart's classifier on its held-out clips, and its HTML report (path returned)."""
+    from tools.leaderboard import check_config, run
+
+    methods = []
+    if piq_dir is not None:
+        methods.append(
+            {
+                "name": "piq",
+                "label": "PIQ",
+                "recipe": "recipes/ESC50/interpret/train_piq.py",
+                "hparams": "recipes/ESC50/interpret/hparams/piq.yaml",
+                "checkpoint": str(piq_dir),
+            }
+        )
+    methods += [
+        {"name": "saliency"},
+        {"name": "integrated_gradients", "kwargs": {"n_steps": 16, "batch_size": 16}},
+        {"name": "gradcam"},
+        {"name": "input_magnitude", "label": "input magnitude (control)"},
+    ]
+    config = {
+        "title": "Quickstart leaderboard: the conv2d classifier on synthetic scenes with known events",
+        "output_folder": str(out / "leaderboard"),
+        "data": {"folder": str(data), "test_folds": [5], "n_clips": args.leaderboard_clips},
+        "classifiers": {
+            "conv2d": {
+                "label": "conv2d",
+                "hparams": "recipes/ESC50/classification/hparams/conv2d.yaml",
+                "checkpoint": str(classifier_dir / "save"),
+                "architecture": {"out_n_neurons": args.n_classes, "emb_dim": 32},
+            }
+        },
+        "methods": methods,
+        "n_report_clips": 3,
+        "sanity": {"threshold": 0.5, "n_clips": 8},
+    }
+    check_config(config, "quickstart leaderboard")
+    run(config)
+    return out / "leaderboard" / "report" / "index.html"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,34 @@
+"""Control "explanations" that do not read the model: what a leaderboard compares methods against.
+
+* ``input_magnitude``: the saliency is |X|, the input's own magnitude. It
+  ignores the classifier entirely, so the model-parameter randomisation
+  sanity check (``common.leaderboard.sanity_check``) must flag it: its maps
+  stay identical when the classifier's layers are re-initialised.
+* ``random``: uniform noise, fresh on every call (seeded per call count), a
+  floor for the faithfulness and localization scores.
+"""
+
+import torch
+
+from common.interpreters.base import Interpreter
+from common.registry import INTERPRETERS
+
+
+@INTERPRETERS.register("input_magnitude")
+class InputMagnitude(Interpreter):
+    """Saliency = |X| (model-independent: a deliberately broken method)."""
+
+    def attribute(self, X, target=None, **kwargs):
+        return X.detach().abs()
+
+
+@INTERPRETERS.register("random")
+class RandomSaliency(Interpreter):
+    """Saliency = uniform noise in [0, 1), a new draw on every call (reproducible from ``seed``)."""
+
+    def __init__(self, classifier, seed=0):
+        super().__init__(classifier)
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def attribute(self, X, target=None, **kwargs):
+        return torch.rand(X.shape, generator=self.generator).to(X)

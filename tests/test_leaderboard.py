@@ -1,0 +1,248 @@
+"""The leaderboard: sanity check (model-parameter randomisation), config errors, and the debug run end to end."""
+
+import csv
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from common.errors import ConfigError
+from common.features import Log1pSpectrogram
+from common.interpreters.baselines import InputMagnitude
+from common.interpreters.lrp import LRPInterpreter
+from common.interpreters.posthoc import GradientSaliency
+from common.leaderboard import (
+    default_cascade,
+    last_encoder_block,
+    randomized_copy,
+    rebind,
+    sanity_check,
+    spearman,
+)
+from common.models import AudioClassifier
+from common.models.genre_cnn import GenreHead, LogMelCNN
+
+REPO = Path(__file__).resolve().parents[1]
+DEBUG_CONFIG = REPO / "tools" / "leaderboard" / "debug.yaml"
+
+
+def tiny_classifier(n_classes=3):
+    front_end = Log1pSpectrogram(sample_rate=16000, n_mels=32)
+    return AudioClassifier(front_end, LogMelCNN(channels=(8, 16)), GenreHead(16, n_classes, hidden=16, dropout=0.0))
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_data):
+    """A tiny log-mel CNN trained in-process on the synthetic clips until it fits them, and their spectrograms."""
+    from common.data.audio import load_audio
+    from common.data.esc50 import read_metadata
+
+    torch.manual_seed(0)
+    rows = read_metadata(synthetic_data / "meta" / "esc50.csv")
+    wavs = torch.stack([load_audio(synthetic_data / "audio" / r["filename"], 16000, 1.0) for r in rows])
+    labels = torch.tensor([r["target"] for r in rows])
+    model = tiny_classifier()
+    with torch.no_grad():
+        X = model.features(wavs)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(80):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model.logits(X), labels)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model.logits(X).argmax(1) == labels).float().mean())
+    assert accuracy >= 0.9, f"the tiny model did not fit its training clips (accuracy {accuracy})"
+    return model, X
+
+
+def test_spearman_identity_reversal_and_constant_maps():
+    a = torch.rand(3, 10, 8)
+    assert torch.allclose(spearman(a, a), torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(spearman(a, 2 * a + 1), torch.ones(3, dtype=torch.float64))  # ranks only
+    flipped = a.flatten(1).max() + 1 - a  # positive, reversed order
+    assert torch.allclose(spearman(a, flipped), -torch.ones(3, dtype=torch.float64))
+    constant = torch.ones_like(a)
+    assert torch.equal(spearman(constant, constant), torch.ones(3, dtype=torch.float64))
+    assert torch.equal(spearman(a, constant), torch.zeros(3, dtype=torch.float64))
+
+
+def test_cascade_names_head_then_last_conv_block():
+    model = tiny_classifier()
+    # LogMelCNN: features = [conv, bn, relu, pool, conv, bn, relu, pool]: the last block is conv 4 + bn 5
+    assert last_encoder_block(model.embedding_model) == ["features.4", "features.5"]
+    assert default_cascade(model) == [
+        ["classifier"],
+        ["classifier", "embedding_model.features.4", "embedding_model.features.5"],
+    ]
+
+
+def test_randomized_copy_changes_only_the_named_layers():
+    model = tiny_classifier()
+    copied = randomized_copy(model, ["classifier"], seed=3)
+    original, changed = dict(model.named_parameters()), dict(copied.named_parameters())
+    for name, param in original.items():
+        same = torch.equal(param, changed[name])
+        assert same != name.startswith("classifier."), name
+    with pytest.raises(ValueError, match="no submodule"):
+        randomized_copy(model, ["not_a_layer"])
+
+
+def test_rebind_points_every_reference_into_the_new_classifier():
+    model = tiny_classifier()
+    other = randomized_copy(model, ["classifier", "embedding_model"], seed=1)
+    lrp = LRPInterpreter(model)
+    moved = rebind(lrp, model, other)
+    assert moved.classifier is other
+    assert moved.path.encoder is other.embedding_model and moved.path.head is other.classifier
+    assert lrp.classifier is model and lrp.path.encoder is model.embedding_model  # the original is untouched
+
+
+def test_sanity_check_flags_a_model_independent_method_and_passes_gradients(trained):
+    model, X = trained
+    target = model.logits(X).argmax(1)
+    broken = sanity_check(InputMagnitude(model), model, X, target, threshold=0.5)
+    assert not broken["passed"]
+    assert broken["steps"] == pytest.approx([1.0, 1.0])
+    gradient = sanity_check(GradientSaliency(model), model, X, target, threshold=0.5)
+    assert gradient["passed"], gradient["steps"]
+    assert gradient["steps"][-1] < 0.5
+    assert all(rho.shape == (len(X),) for rho in gradient["per_clip"])
+
+
+def write_config(tmp_path, text):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_malformed_configs_name_the_file_and_the_key(tmp_path):
+    from tools.leaderboard import load_config
+
+    base = (
+        "output_folder: out\ndata: {folder: d}\n"
+        "classifiers: {cnn: {hparams: recipes/ESC50/classification/hparams/logmel_cnn.yaml}}\n"
+    )
+    cases = {
+        "methods: [{name: no_such_method}]\n": "methods[0].name",
+        "methods: [{name: saliency, kwarg: {}}]\n": "methods[0].kwarg",
+        "methods: [{name: saliency, classifier: vit}]\n": "methods[0].classifier",
+        "methods: [{name: saliency}]\nmetrics: [fid_out]\n": "metrics",
+        "methods: [{name: saliency}]\nsanity: {treshold: 0.5}\n": "sanity.treshold",
+        "methods: []\n": "methods",
+    }
+    for tail, key in cases.items():
+        path = write_config(tmp_path, base + tail)
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert str(info.value).startswith(f"{path}: key '{key}':"), str(info.value)
+    path = write_config(tmp_path, "methods: [name: x\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory):
+    from tools.leaderboard import main
+
+    out = tmp_path_factory.mktemp("leaderboard")
+    rows, folder = main(
+        [str(DEBUG_CONFIG), "--output_folder", str(out), "--data_folder", str(out / "data"), "--no_progress"]
+    )
+    return rows, folder
+
+
+# Ranges of each column (None: any finite value)
+RANGES = {
+    "Fid-In": (0, 1),
+    "Faith. mask-out (p(X)-p((1-M)X))": (-1, 1),
+    "Faith. mask-in (p(X)-p(MX))": (-1, 1),
+    "AI (%)": (0, 100),
+    "AD (%)": (0, 100),
+    "AG (%)": (0, 100),
+    "SPS": (0, 1),
+    "COMP": (0, None),
+    "Deletion AUC": (0, 1),
+    "Insertion AUC": (0, 1),
+    "Relevance mass acc.": (0, 1),
+    "Pointing game": (0, 1),
+    "Localization AUC": (0, 1),
+    "SI-SNR (dB)": (None, None),
+    "sanity rho (head)": (-1, 1),
+    "sanity rho (head+block)": (-1, 1),
+    "s / clip": (0, None),
+}
+
+
+def test_debug_leaderboard_table(debug_run):
+    rows, folder = debug_run
+    methods = [row["method"] for row in rows]
+    config = yaml.safe_load(DEBUG_CONFIG.read_text())
+    assert methods == [m.get("label", m["name"]) for m in config["methods"]]
+    assert {"saliency", "lrp", "drsa", "prototypes", "lmac", "input_magnitude"} <= {
+        m["name"] for m in config["methods"]
+    }
+    with open(folder / "leaderboard.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [row["method"] for row in table] == methods
+    for column, (low, high) in RANGES.items():
+        for row in table:
+            value = float(row[column])
+            assert math.isfinite(value), (row["method"], column)
+            assert low is None or value >= low - 1e-6, (row["method"], column, value)
+            assert high is None or value <= high + 1e-6, (row["method"], column, value)
+    sanity = {row["method"]: row["sanity"] for row in table}
+    assert sanity["input magnitude (broken on purpose)"] == "fail"
+    assert sanity["saliency"] == "pass"
+    assert all(row["clips"] == "6" for row in table)
+    assert all("log-mel CNN" in row["classifier"] for row in table)
+    assert table[methods.index("prototypes")]["classifier"].startswith("prototype net on log-mel CNN")
+    markdown = (folder / "leaderboard.md").read_text().splitlines()
+    assert markdown[0].startswith("| method | classifier | Fid-In")
+    assert len(markdown) == 2 + len(methods)
+    with open(folder / "leaderboard_per_clip.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 6 * len(methods)
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_debug_run_writes_a_parsable_html_report(debug_run):
+    _, folder = debug_run
+    run = json.loads((folder / "run.json").read_text())
+    n_methods = len(run["rows"])
+    assert len(run["clips"]) == 2 and all(len(clip["methods"]) == n_methods for clip in run["clips"])
+    parser = _Tags()
+    parser.feed((folder / "report" / "index.html").read_text())
+    audio = [attrs["src"] for tag, attrs in parser.tags if tag == "audio"]
+    images = [attrs["src"] for tag, attrs in parser.tags if tag == "img"]
+    assert len(audio) == 2 * (1 + n_methods) and len(images) == 2 * (1 + n_methods)
+    assert all(not Path(src).is_absolute() and (folder / "report" / src).is_file() for src in audio + images)
+    assert sum(tag == "tr" for tag, _ in parser.tags) == 1 + n_methods
+
+
+def test_every_registered_interpreter_is_listed_in_the_import_map():
+    """The leaderboard finds methods through ``common.interpreters.MODULES``: a module registering a name that the
+    map does not list (or listing a name it does not register) would silently drop a method."""
+    import importlib
+
+    from common.interpreters import MODULES, import_all
+
+    registry = import_all()
+    listed = {name for names in MODULES.values() for name in names}
+    assert set(registry.names()) == listed
+    for module, names in MODULES.items():
+        owned = {name for name in registry.names() if registry.get(name).__module__ == module}
+        assert owned == set(names), module
+        importlib.import_module(module)
