@@ -134,6 +134,50 @@ def test_db_statistics_match_a_direct_computation_and_centre_the_input():
         front_end.db_statistics([])
 
 
+def _small_audioprotopnet(n_mels=256, seed=0):
+    import transformers
+
+    from common.features import MelDbSpectrogram
+    from common.models.protopnet import AudioProtoPNet
+    from common.models.prototypes import PrototypeHead
+
+    torch.manual_seed(seed)
+    config = transformers.ConvNextConfig(num_channels=1, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1])
+    backbone = transformers.ConvNextModel(config)
+    return AudioProtoPNet(MelDbSpectrogram(n_mels=n_mels), backbone, PrototypeHead(2, 1, 32)).eval()
+
+
+def test_convnext_maps_land_on_the_spectrogram_cells_they_cover():
+    """Similarity maps (ConvNeXt's (freq, time) grid, upsampled x2) onto the (time, mel) grid of the true boxes.
+
+    A 5 s clip has 626 frames but the ConvNeXt map covers 19 x 32 = 608 of
+    them: each upsampled cell must land on its own 16 x 16 input block (a
+    map stretched over all 626 frames puts the last cells up to 18 frames
+    late), with no flip or transposition of the axes.
+    """
+    model = _small_audioprotopnet()
+    T, F = 626, 256
+    assert model.map_extent(T, F) == (608, 256)
+    h, w = 2 * (F // 32), 2 * (T // 32)  # the upsampled map: (freq 16, time 38)
+    for i, j in ((0, 0), (15, 37), (3, 20), (12, 36)):
+        cell = torch.zeros(1, h, w)
+        cell[0, i, j] = 1.0
+        on_grid = model.map_to_spectrogram(cell, T, F)[0]
+        assert on_grid.shape == (T, F)
+        t, f = divmod(int(on_grid.argmax()), F)
+        assert 16 * j <= t < 16 * (j + 1) and 16 * i <= f < 16 * (i + 1), ((i, j), (t, f))
+    # Through the network: a loud patch at (frame, mel) changes the map most near that place.
+    X = 0.1 * torch.randn(1, T, F)
+    with torch.no_grad():
+        base = model.hidden(X)
+        for t, f in ((300, 246), (600, 128), (100, 20)):
+            bumped = X.clone()
+            bumped[0, t - 2 : t + 2, f - 2 : f + 2] += 20.0
+            change = (model.hidden(bumped) - base).norm(dim=1)  # (1, freq', time')
+            peak = int(model.map_to_spectrogram(change, T, F)[0].argmax())
+            assert abs(peak // F - t) <= 32 and abs(peak % F - f) <= 32, ((t, f), divmod(peak, F))
+
+
 def test_test_set_with_unknown_classes_is_refused_naming_them(birdset_fixture, tmp_path):
     import datasets
 

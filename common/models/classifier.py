@@ -88,11 +88,40 @@ class AudioClassifier(torch.nn.Module):
         config = getattr(self.embedding_model, "config", None)
         return getattr(config, "model_type", None) == "convnext"
 
+    def map_extent(self, n_frames, n_bins):
+        """(frames, bins) of the spectrogram that the backbone's final map covers, from frame 0 and bin 0.
+
+        A ConvNeXt's stem (``patch_size``, stride = kernel) and each later
+        stage's 2 x 2 stride-2 downsampling drop the input's remainder, so its
+        final map's cell j covers frames [j s, (j + 1) s) (s the total stride)
+        and the map ends before the input does (626 frames -> 19 cells of 32 =
+        608 frames). Other backbones: the whole spectrogram.
+        """
+        if not self.map_is_freq_time:
+            return n_frames, n_bins
+        config = self.embedding_model.config
+        stride = config.patch_size * 2 ** (config.num_stages - 1)
+        frames, bins = n_frames // config.patch_size, n_bins // config.patch_size
+        for _ in range(config.num_stages - 1):
+            frames, bins = frames // 2, bins // 2
+        return frames * stride, bins * stride
+
     def map_to_spectrogram(self, maps, n_frames, n_bins):
-        """(B, h, w) maps on the backbone's grid -> (B, n_frames, n_bins) on the spectrogram's (bilinear)."""
+        """(B, h, w) maps on the backbone's grid -> (B, n_frames, n_bins) on the spectrogram's (bilinear).
+
+        The map is resized onto the part of the spectrogram it covers
+        (``map_extent``: each cell onto its own input block), and the uncovered
+        remainder (a ConvNeXt's last frames) repeats the edge.
+        """
         if self.map_is_freq_time:
             maps = maps.transpose(1, 2)
-        return F.interpolate(maps.unsqueeze(1), size=(n_frames, n_bins), mode="bilinear", align_corners=False)[:, 0]
+        frames, bins = self.map_extent(n_frames, n_bins)
+        if frames < 1 or bins < 1:
+            frames, bins = n_frames, n_bins
+        out = F.interpolate(maps.unsqueeze(1), size=(frames, bins), mode="bilinear", align_corners=False)
+        if (frames, bins) != (n_frames, n_bins):
+            out = F.pad(out, (0, n_bins - bins, 0, n_frames - frames), mode="replicate")
+        return out[:, 0]
 
     def pool(self, hidden):
         """(B, C, h, w) or (B, tokens, C) or (B, 1, C) -> (B, C)."""
