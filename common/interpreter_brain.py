@@ -170,7 +170,7 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
         return torch.stack(masks).to(X.device), torch.stack(events).to(X.device)
 
     def _music_ground_truth(self, batch, X):
-        """Synthetic music (ground_truth/<clip>.json): where the genre's discriminative component sounds in
+        """Synthetic music (ground_truth/<clip>.json): where the genre's discriminative component(s) sound in
         each segment, on the classifier's grid; None when a clip has no such file."""
         from common.data.synthetic_music import component_masks, load_music_ground_truth
 
@@ -181,8 +181,8 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
                 return None
             gt = load_music_ground_truth(self.hparams.data_folder, clip)
             component = component_masks(gt, self.hparams.classifier.front_end, X.shape[1], start_s=start)
-            (own,) = [c["name"] for c in gt["components"] if c["discriminative"]]
-            masks.append(component[own].float())
+            own = [component[c["name"]] for c in gt["components"] if c["discriminative"]]  # a concept class: three
+            masks.append(torch.stack(own).any(dim=0).float())
         return torch.stack(masks).to(X.device)
 
     def _evaluate_batch(self, out, batch, stage):

@@ -29,6 +29,8 @@ from common.data.gtzan import (
 )
 from common.data.segments import segment_starts
 from common.data.synthetic_music import (
+    CONCEPT_CLASSES,
+    CONCEPT_MIXTURES,
     GENRE_MIXTURES,
     GENRES,
     band_ranges_hz,
@@ -142,6 +144,31 @@ def test_component_masks_lie_where_the_components_sound(music):
     assert seg.shape == (130, 128) and bool(seg.any()) == bool(in_segment)
     late = component_masks(truth, front_end, 130, start_s=6.0, duration_s=3.0)
     assert not any(m.any() for m in late.values())
+
+
+def test_concept_classes_have_three_own_sources_each_sounding_alone_or_together(tmp_path):
+    """trio_*: three sources of their own per class, in bands no other source uses; each clip keeps a random,
+    non-empty subset of them, so each source alone is evidence (what DRSA's concepts can divide)."""
+    make_synthetic_gtzan(tmp_path, n_per_genre=12, duration_s=2.0, seed=0, genres=CONCEPT_CLASSES)
+    front_end = mel_front_end()
+    bands = [source.band_hz for _, own, _ in CONCEPT_MIXTURES.values() for source in own]
+    assert len(bands) == 9 and all(a[1] < b[0] for a, b in zip(sorted(bands), sorted(bands)[1:], strict=False))
+    for genre in CONCEPT_CLASSES:
+        patterns = set()
+        for k in range(12):
+            truth = load_music_ground_truth(tmp_path, f"{genre}.{k:05d}")
+            names = [source.name for source in CONCEPT_MIXTURES[genre][1]]
+            assert [c["name"] for c in truth["components"]] == names
+            assert all(c["discriminative"] for c in truth["components"]) and truth["discriminative_component"] == names
+            sounding = tuple(bool(c["boxes"]) for c in truth["components"])
+            assert any(sounding)
+            patterns.add(sounding)
+            masks = component_masks(truth, front_end, 87)
+            assert all(bool(masks[n].any()) == s for n, s in zip(names, sounding, strict=True))
+            assert not (masks[names[0]] & masks[names[1]]).any() and not (masks[names[1]] & masks[names[2]]).any()
+        assert len(patterns) > 2  # the subsets vary from clip to clip
+    with pytest.raises(ValueError, match="trio_a"):
+        make_synthetic_gtzan(tmp_path, n_per_genre=1, genres=("polka",))
 
 
 def test_component_masks_on_a_hand_made_box_and_a_linear_grid():

@@ -5,11 +5,12 @@ python tools/make_synthetic_gtzan.py OUT [--n_per_genre 100 --duration_s 30 --se
 
 OUT/genres/<genre>/<genre>.000NN.wav (22,050 Hz) and OUT/ground_truth/<clip_id>.json;
 see common/data/synthetic_music.py for the genres' sources.
+python tools/make_synthetic_gtzan.py OUT --genres trio_a trio_b trio_c   # three own sources per class (DRSA)
 """
 
 import argparse
 
-from common.data.synthetic_music import GENRES, SAMPLE_RATE, make_synthetic_gtzan
+from common.data.synthetic_music import CONCEPT_CLASSES, GENRES, SAMPLE_RATE, make_synthetic_gtzan
 
 
 def main(argv=None):
@@ -19,7 +20,14 @@ def main(argv=None):
     ap.add_argument("--duration_s", type=float, default=30.0)
     ap.add_argument("--sample_rate", type=int, default=SAMPLE_RATE)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--genres", nargs="+", default=list(GENRES), choices=GENRES)
+    ap.add_argument(
+        "--genres",
+        nargs="+",
+        default=list(GENRES),
+        choices=GENRES + CONCEPT_CLASSES,
+        help="the ten genres (one discriminative source each), or the concept classes trio_a trio_b trio_c "
+        "(three sources of their own each, for concept analysis)",
+    )
     args = ap.parse_args(argv)
     clips = make_synthetic_gtzan(
         args.out_dir,

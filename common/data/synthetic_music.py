@@ -317,10 +317,48 @@ GENRE_MIXTURES = {
 }
 GENRES = tuple(GENRE_MIXTURES)
 
+# Classes for concept analysis (DRSA): each is three sources of its own, in three bands, and a clip keeps each
+# source with probability CONCEPT_KEEP_PROB (at least one), so every source alone is evidence for its class and a
+# classifier has to learn all three (with GENRE_MIXTURES the shared sources carry no evidence, so a class's
+# relevance lies on one source only and there is nothing for concepts to divide).
+CONCEPT_MIXTURES = {
+    "trio_a": (
+        (),
+        (
+            Source("slide_guitar", "melody", True, (700.0, 950.0), render_slide_guitar),
+            Source("banjo_roll", "arpeggio", True, (2700.0, 3100.0), render_banjo_roll),
+            Source("tremolo_picking", "noise_band", True, (6000.0, 6900.0), render_tremolo_picking),
+        ),
+        (90, 130),
+    ),
+    "trio_b": (
+        (),
+        (
+            Source("string_tremolo", "tremolo", True, (990.0, 1260.0), render_string_tremolo),
+            Source("clav_riff", "riff", True, (3300.0, 3700.0), render_clav_riff),
+            Source("synth_lead", "melody", True, (7200.0, 8100.0), render_synth_lead),
+        ),
+        (90, 130),
+    ),
+    "trio_c": (
+        (),
+        (
+            Source("skank", "chord_stabs", True, (2200.0, 2620.0), render_skank),
+            Source("scratch", "chirps", True, (3900.0, 4600.0), render_scratch),
+            Source("feedback_guitar", "sustained", True, (8400.0, 9200.0), render_feedback_guitar),
+        ),
+        (90, 130),
+    ),
+}
+CONCEPT_CLASSES = tuple(CONCEPT_MIXTURES)
+CONCEPT_KEEP_PROB = 0.7
+MIXTURES = {**GENRE_MIXTURES, **CONCEPT_MIXTURES}
+
 
 def discriminative_source(genre):
-    """The Source only ``genre`` has."""
-    return GENRE_MIXTURES[genre][1]
+    """The Source only ``genre`` has (the first of a concept class's own sources)."""
+    own = MIXTURES[genre][1]
+    return own[0] if isinstance(own, tuple) else own
 
 
 # ----------------------------------------------------------------- clips
@@ -328,15 +366,22 @@ def render_clip(genre, rng, duration_s=30.0, sample_rate=SAMPLE_RATE, noise_rms=
     """One clip of ``genre``: (waveform peak-normalised to 0.9, ground-truth dict without the clip id)."""
     if sample_rate < 2 * 10800:
         raise ValueError(f"sample_rate={sample_rate}: the sources reach 10.8 kHz, so use at least 22050 Hz.")
-    shared, own, tempo_range = GENRE_MIXTURES[genre]
+    shared, own, tempo_range = MIXTURES[genre]
+    own = own if isinstance(own, tuple) else (own,)
     n = int(round(duration_s * sample_rate))
     tempo = float(rng.uniform(*tempo_range))
     grid = Grid(beat_s=60.0 / tempo, offset_s=float(rng.uniform(0.0, 60.0 / tempo)))
     mix = noise_rms * _pink_noise(rng, n)
+    keep = np.ones(len(own), dtype=bool)
+    if len(own) > 1:  # a concept class: each own source sounds with CONCEPT_KEEP_PROB, at least one
+        keep = rng.random(len(own)) < CONCEPT_KEEP_PROB
+        keep[rng.integers(len(own))] = True
     components = []
-    for source in [SHARED_SOURCES[name] for name in shared] + [own]:
+    sources = [SHARED_SOURCES[name] for name in shared] + list(own)
+    for source, sounds in zip(sources, [True] * len(shared) + list(keep), strict=True):
         track = Track(n, sample_rate)
-        source.render(rng, track, grid)
+        if sounds:  # a silent source stays in the ground truth with no boxes (an empty mask)
+            source.render(rng, track, grid)
         gain = float(rng.uniform(0.35, 0.7) if source.discriminative else rng.uniform(0.5, 1.0))
         peak = np.abs(track.wave).max()
         if peak > 0:
@@ -358,7 +403,7 @@ def render_clip(genre, rng, duration_s=30.0, sample_rate=SAMPLE_RATE, noise_rms=
         "duration_s": n / sample_rate,
         "tempo_bpm": round(tempo, 2),
         "noise_rms": noise_rms * scale,
-        "discriminative_component": own.name,
+        "discriminative_component": own[0].name if len(own) == 1 else [source.name for source in own],
         "components": components,
     }
     return mix * scale, truth
@@ -367,13 +412,15 @@ def render_clip(genre, rng, duration_s=30.0, sample_rate=SAMPLE_RATE, noise_rms=
 def make_synthetic_gtzan(out_dir, n_per_genre=100, duration_s=30.0, sample_rate=SAMPLE_RATE, seed=0, genres=GENRES):
     """Write a GTZAN-layout folder of synthetic clips with ground truth; return the clip ids."""
     out_dir = Path(out_dir)
-    unknown = [g for g in genres if g not in GENRE_MIXTURES]
+    unknown = [g for g in genres if g not in MIXTURES]
     if unknown:
-        raise ValueError(f"Unknown genre(s) {unknown}; the synthetic set has {list(GENRES)}.")
+        raise ValueError(
+            f"Unknown genre(s) {unknown}; the synthetic set has {list(GENRES)} and {list(CONCEPT_CLASSES)}."
+        )
     clip_ids = []
     for genre in genres:
         for k in range(n_per_genre):
-            rng = np.random.default_rng([seed, GENRES.index(genre), k])
+            rng = np.random.default_rng([seed, list(MIXTURES).index(genre), k])
             wave, truth = render_clip(genre, rng, duration_s, sample_rate)
             clip_id = f"{genre}.{k:05d}"
             path = out_dir / "genres" / genre / f"{clip_id}.wav"
