@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Heatmaps per second of LRP and DRSA on a VGG-type log-mel CNN, against a plain gradient.
 
-    python tools/benchmark_lrp.py [--batch_size 8 --repeats 3 --channels 64,128,256,512 --concepts 4]
+    python tools/benchmark_lrp.py [--batch_size 2 --repeats 3 --channels 64,128,256,512 --concepts 4]
 
 The classifier is GTZAN's VGG-style ``LogMelCNN`` (blocks of two Conv2d ->
 BatchNorm2d -> ReLU and a MaxPool2d(2); untrained, BatchNorm statistics set
