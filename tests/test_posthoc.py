@@ -501,3 +501,40 @@ def test_explanation_recipes_on_synthetic_music(tmp_path):
     assert all(float(row["n_components"]) == 6 and float(row["surrogate_r2"]) <= 1.0 for row in lime_rows)
     shap_rows = list(csv.DictReader(open(shap_out / "test_metrics_per_clip.csv", newline="")))
     assert all(float(r["additivity_gap"]) <= 1e-3 * (1 + abs(float(r["output_change"]))) for r in shap_rows)
+
+
+def test_explanation_scripts_on_real_esc10(esc10_data, tmp_path):
+    """The same explanation scripts on the real ESC-10 clips (ESC-50 layout, 5 s clips cut into 3 s segments):
+    LIME, GradientShap and LRP, in process, on a tiny classifier, the first test batch (--debug)."""
+    from common.interpreter_brain import run_interpreter_recipe
+    from common.posthoc_brain import PosthocInterpreterBrain
+    from common.recipe import load_hparams
+
+    hparams = load_hparams(
+        RECIPE / "hparams" / "lime.yaml",
+        {"data_folder": str(esc10_data), "output_folder": str(tmp_path / "x"), **TINY_MODEL},
+    )
+    source = tmp_path / "classifier"
+    source.mkdir()
+    torch.save(hparams["classifier"].embedding_model.state_dict(), source / "embedding_model.ckpt")
+    torch.save(hparams["classifier"].classifier.state_dict(), source / "classifier.ckpt")
+    common = ["--dataset", "esc50", "--data_folder", esc10_data, "--segment_hop_s", "2", "--classifier_source", source]
+    common += ["--channels", "[4, 8]", "--head_hidden", "8", "--batch_size", "2", "--n_examples", "1"]
+    common += ["--debug", "--debug_batches", "1"]
+    runs = {
+        "lime": (RECIPE / "hparams" / "lime.yaml", ["--n_samples", "32"]),
+        "gradient_shap": (RECIPE / "hparams" / "gradient_shap.yaml", []),
+        "lrp": (RECIPE.parent / "drsa" / "hparams" / "lrp_cnn.yaml", []),
+    }
+    for name, (hparams_file, extra) in runs.items():
+        out = tmp_path / name
+        argv = [str(hparams_file), *map(str, common), *extra, "--output_folder", str(out)]
+        run_interpreter_recipe(argv, brain_class=PosthocInterpreterBrain)
+        results = json.loads((out / "test_results.json").read_text())
+        assert results["n_clips"] == 2, name
+        for metric in ("fid_in", "sps", "deletion_auc", "insertion_auc"):
+            assert 0.0 <= results[metric] <= 1.0, (name, metric)
+        assert "relevance_mass_accuracy" not in results or not math.isfinite(results["relevance_mass_accuracy"])
+        (example,) = (out / "interpretations").iterdir()
+        wav, rate = sf.read(example / "interpretation.wav")
+        assert rate == 22050 and wav.shape == (3 * 22050,) and np.isfinite(wav).all()
