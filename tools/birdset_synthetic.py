@@ -66,7 +66,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output_folder", default="results/birdset_synthetic")
     ap.add_argument("--n_species", type=int, default=6)
-    ap.add_argument("--recordings_per_species", type=int, default=16)
+    ap.add_argument("--recordings_per_species", type=int, default=48)
     ap.add_argument("--convnext_epochs", type=int, default=30)
     ap.add_argument("--convnext_lr", type=float, default=0.002, help="from scratch, a small model learns faster")
     ap.add_argument("--protopnet_epochs", type=int, default=30)
