@@ -30,21 +30,25 @@ def slug(text):
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "x"
 
 
-def save_mask_overlay(X, mask, path, title=""):
-    """The spectrogram (grey, time on x) with a [0, 1] mask overlaid (orange, opacity = mask), as a png, atomically."""
+def _numpy(a):
+    return a.detach().cpu().float().numpy() if hasattr(a, "detach") else np.asarray(a)
+
+
+def _save_spectrogram_png(X, path, title, cmap, mask=None):
+    """The spectrogram (time on x), with a [0, 1] mask overlaid when given (orange, opacity = mask), atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    X = X.detach().cpu().float().numpy() if hasattr(X, "detach") else np.asarray(X)
-    mask = mask.detach().cpu().float().numpy() if hasattr(mask, "detach") else np.asarray(mask)
     fig, ax = plt.subplots(figsize=(4.8, 2.6))
-    ax.imshow(X.T, origin="lower", aspect="auto", cmap="gray")
-    overlay = np.zeros((*mask.T.shape, 4))
-    overlay[..., 0], overlay[..., 1] = 1.0, 0.8  # yellow-orange, as opaque as the mask is high
-    overlay[..., 3] = 0.8 * np.clip(mask.T, 0.0, 1.0)
-    ax.imshow(overlay, origin="lower", aspect="auto")
+    ax.imshow(_numpy(X).T, origin="lower", aspect="auto", cmap=cmap)
+    if mask is not None:
+        mask = _numpy(mask)
+        overlay = np.zeros((*mask.T.shape, 4))
+        overlay[..., 0], overlay[..., 1] = 1.0, 0.8  # yellow-orange, as opaque as the mask is high
+        overlay[..., 3] = 0.8 * np.clip(mask.T, 0.0, 1.0)
+        ax.imshow(overlay, origin="lower", aspect="auto")
     ax.set_xlabel("frame")
     ax.set_ylabel("bin")
     ax.set_title(title, fontsize=8)
@@ -52,25 +56,16 @@ def save_mask_overlay(X, mask, path, title=""):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=72)
     plt.close(fig)
+
+
+def save_mask_overlay(X, mask, path, title=""):
+    """The spectrogram (grey, time on x) with a [0, 1] mask overlaid (orange, opacity = mask), as a png, atomically."""
+    _save_spectrogram_png(X, path, title, "gray", mask=mask)
 
 
 def save_spectrogram(X, path, title=""):
     """The spectrogram alone (time on x), as a png, atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    X = X.detach().cpu().float().numpy() if hasattr(X, "detach") else np.asarray(X)
-    fig, ax = plt.subplots(figsize=(4.8, 2.6))
-    ax.imshow(X.T, origin="lower", aspect="auto", cmap="magma")
-    ax.set_xlabel("frame")
-    ax.set_ylabel("bin")
-    ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=72)
-    plt.close(fig)
+    _save_spectrogram_png(X, path, title, "magma")
 
 
 def _table_html(columns, rows):

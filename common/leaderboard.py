@@ -30,26 +30,18 @@ import torch
 
 from common.features import mask_on_grid
 from common.interpreters.base import Explanation
-from common.metrics import HIGHER_IS_BETTER, EvaluationSuite, display_name, merge_per_clip, summarize
+from common.metrics import (
+    FAITHFULNESS_METRICS,
+    HIGHER_IS_BETTER,
+    LOCALIZATION_METRICS,
+    EvaluationSuite,
+    display_name,
+    merge_per_clip,
+    summarize,
+)
 
 # Columns of the leaderboard, in order (metrics by registered name; missing ones are left out).
-METRIC_COLUMNS = [
-    "fid_in",
-    "faithfulness_mask_out",
-    "faithfulness_mask_in",
-    "ai",
-    "ad",
-    "ag",
-    "sps",
-    "comp",
-    "deletion_auc",
-    "insertion_auc",
-    "relevance_mass_accuracy",
-    "pointing_game",
-    "localization_auc",
-    "si_snr",
-]
-LOCALIZATION_METRICS = ["relevance_mass_accuracy", "pointing_game", "localization_auc", "si_snr"]
+METRIC_COLUMNS = FAITHFULNESS_METRICS + LOCALIZATION_METRICS
 
 
 # -- the clips --------------------------------------------------------------------------------------

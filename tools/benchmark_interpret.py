@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from common.interpreters.base import Explanation, FrozenOutputs
-from common.metrics import EvaluationSuite
+from common.metrics import FAITHFULNESS_METRICS, EvaluationSuite
 from common.recipe import load_hparams
 from common.reports import markdown_table
 
@@ -51,18 +51,7 @@ def size_overrides(name, args):
     return {} if name.endswith("cnn14") else {"emb_dim": args.emb_dim}
 
 
-METRICS = [
-    "fid_in",
-    "faithfulness_mask_out",
-    "faithfulness_mask_in",
-    "ai",
-    "ad",
-    "ag",
-    "sps",
-    "comp",
-    "deletion_auc",
-    "insertion_auc",
-]
+METRICS = FAITHFULNESS_METRICS
 
 
 def reset_peak_rss():

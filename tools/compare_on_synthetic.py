@@ -24,7 +24,7 @@ import torch
 
 from common.data.synthetic import load_ground_truth, make_synthetic_esc50
 from common.interpreters.base import Explanation
-from common.metrics import EvaluationSuite
+from common.metrics import LOCALIZATION_METRICS, EvaluationSuite
 from common.reports import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ METHODS = [
     ("AMT", "interpret_amt.py", "amt_vit.yaml", "vit", []),
     ("PIQ", "train_piq.py", "piq_vit.yaml", "vit", ["--K", "128"]),
 ]
-LOCALIZATION = ["relevance_mass_accuracy", "pointing_game", "localization_auc", "si_snr"]
+LOCALIZATION = LOCALIZATION_METRICS
 FAITHFULNESS = ["fid_in", "faithfulness_mask_out", "ai", "ad"]
 
 

@@ -108,13 +108,18 @@ class Interpreter:
     def predict(self, X):
         return self.classifier.logits(X).argmax(dim=-1)
 
-    def explain(self, wavs=None, X=None, target=None, **kwargs):
-        """Explain ``wavs`` (or precomputed features ``X``) for ``target`` (default: the prediction)."""
+    def features_and_target(self, wavs=None, X=None, target=None):
+        """(X, target): the features of ``wavs`` unless ``X`` is given, the prediction unless ``target`` is."""
         if X is None:
             with torch.no_grad():
                 X = self.classifier.features(wavs)
         if target is None:
             target = self.predict(X)
+        return X, target
+
+    def explain(self, wavs=None, X=None, target=None, **kwargs):
+        """Explain ``wavs`` (or precomputed features ``X``) for ``target`` (default: the prediction)."""
+        X, target = self.features_and_target(wavs, X, target)
         saliency = self.attribute(X, target, **kwargs)
         if saliency.shape != X.shape:
             raise ValueError(

@@ -328,11 +328,7 @@ class DRSAInterpreter(LRPInterpreter):
         return self.decompose(X, target, self.layer, split=union)[2][:, 0]
 
     def explain(self, wavs=None, X=None, target=None, **kwargs):
-        if X is None:
-            with torch.no_grad():
-                X = self.classifier.features(wavs)
-        if target is None:
-            target = self.predict(X)
+        X, target = self.features_and_target(wavs, X, target)
         heatmaps, concept_relevance = self.concept_heatmaps(X, target)
         saliency = heatmaps.sum(dim=1)
         per_clip = {f"concept{k}_relevance": concept_relevance[:, k] for k in range(self.n_concepts)}

@@ -35,9 +35,26 @@ DISPLAY_NAMES = {
 # Whether a larger score is better, by registered name.
 HIGHER_IS_BETTER = {name: METRICS.get(name).higher_is_better for name in DISPLAY_NAMES}
 
+# The usual table columns, in order: what needs no ground truth, then what does.
+FAITHFULNESS_METRICS = [
+    "fid_in",
+    "faithfulness_mask_out",
+    "faithfulness_mask_in",
+    "ai",
+    "ad",
+    "ag",
+    "sps",
+    "comp",
+    "deletion_auc",
+    "insertion_auc",
+]
+LOCALIZATION_METRICS = ["relevance_mass_accuracy", "pointing_game", "localization_auc", "si_snr"]
+
 __all__ = [
     "DISPLAY_NAMES",
     "EXTRA_INPUTS",
+    "FAITHFULNESS_METRICS",
+    "LOCALIZATION_METRICS",
     "FORWARD_INPUTS",
     "HIGHER_IS_BETTER",
     "EvaluationSuite",
