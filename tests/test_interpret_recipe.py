@@ -290,3 +290,27 @@ def test_speechbrains_published_piq_layout_loads_through_the_hub_code_path(tmp_p
     assert listenable.shape == (1, 16000) and torch.isfinite(listenable).all()
     assert predicted[0].startswith("class") and explanation.mask.shape == interp.classifier.features(wavs).shape
     assert 0.0 <= explanation.mask.min() and explanation.mask.max() <= 1.0
+
+
+def test_piq_explains_the_target_it_is_given_not_the_prediction():
+    """explain(X, target=...) decodes with the given class's codebook keys; the prediction only fills a missing one."""
+    from common.interpreters.piq import PIQInterpreter
+
+    class Classifier(torch.nn.Module):
+        def hidden_and_logits(self, X):
+            return X.mean(dim=1, keepdim=True), torch.tensor([[5.0, 0.0, 0.0]]).expand(X.shape[0], 3)
+
+        def logits(self, X):
+            return self.hidden_and_logits(X)[1]
+
+    class Recording(PIQInterpreter):
+        def decode(self, X, hidden, target):
+            self.decoded = target.tolist()
+            return (torch.zeros_like(X),)
+
+    piq = Recording(Classifier(), psi=torch.nn.Identity())
+    X = torch.rand(2, 6, 4)
+    assert piq.explain(X=X, target=torch.tensor([2, 1])).target.tolist() == [2, 1] and piq.decoded == [2, 1]
+    assert piq.explain(X=X).target.tolist() == [0, 0] and piq.decoded == [0, 0]
+    hidden = X.mean(dim=1, keepdim=True)
+    assert piq.explain(X=X, hidden=hidden).target.tolist() == [0, 0]

@@ -93,9 +93,12 @@ class PIQInterpreter(torch.nn.Module, Interpreter):
         if X is None:
             with torch.no_grad():
                 X = self.classifier.features(wavs)
-        if hidden is None or target is None:
+        if hidden is None:
             with torch.no_grad():
                 hidden, logits = self.classifier.hidden_and_logits(X)
+            if target is None:
                 target = logits.argmax(-1)
+        elif target is None:
+            target = self.predict(X)
         mask = self.attribute(X, target, hidden=hidden)
         return Explanation(saliency=mask, mask=mask, target=target)
