@@ -134,7 +134,7 @@ def evaluate_class_concepts(
     n_random=3,
     patch=(8, 8),
     flip_steps=16,
-    fill="min",
+    fill="silence",
     orders=("positive", "max", "concepts"),
     ground_truth_folder=None,
     examples_folder=None,

@@ -12,6 +12,8 @@ import math
 import torch
 from speechbrain.processing.features import ISTFT, STFT, Filterbank, spectral_magnitude
 
+from common.errors import ConfigError
+
 
 def mask_on_grid(mask, front_end, shape):
     """A (T, F') ground-truth mask -> the classifier's (T, F) grid, or None when it cannot be mapped.
@@ -24,6 +26,27 @@ def mask_on_grid(mask, front_end, shape):
     return mask if tuple(mask.shape) == tuple(shape) else None
 
 
+def keep_masked(X, keep, silence):
+    """X where ``keep`` is 1, the front end's ``silence`` where it is 0, linear in between.
+
+    What "removing evidence" means on any front end: for a log1p spectrogram
+    (silence 0) it is ``keep * X``; for a z-scored dB one it fills with the
+    z-score of no energy, not with 0 (which is the mean level there).
+    """
+    return silence + keep * (X - silence)
+
+
+def silence_of(classifier):
+    """``classifier.silence`` as a float, or a ConfigError saying the classifier declares none."""
+    silence = getattr(classifier, "silence", None)
+    if silence is None:
+        raise ConfigError(
+            f"{type(classifier).__name__} declares no `silence` (the value a spectrogram bin with no energy "
+            "takes), which every removal of evidence fills with; give it a `silence` attribute"
+        )
+    return float(silence)
+
+
 def n_frames(sample_rate, signal_length_s, hop_length):
     """Frames of the (centred) STFT of a clip, as SpeechBrain's STFT computes them (hop in ms)."""
     hop = int(round(sample_rate / 1000.0 * hop_length))
@@ -34,8 +57,10 @@ class Log1pSpectrogram(torch.nn.Module):
     """log1p of the STFT magnitude (optionally of a mel filterbank of it).
 
     Output: (batch, time, freq). ``stft(wavs)`` exposes the complex STFT for
-    the inverse path.
+    the inverse path. ``silence`` = log1p(0) = 0: a bin holding no energy.
     """
+
+    silence = 0.0
 
     def __init__(
         self,
@@ -119,7 +144,13 @@ class MelDbSpectrogram(torch.nn.Module):
     ``top_db`` 80 below each example's own maximum, normalised with the XCL
     training statistics (mean -13.369 dB, std 13.162 dB). Output (batch, time,
     mel), like every front-end here.
+
+    ``silence`` is what a bin holding no energy becomes: the power floor
+    (``POWER_FLOOR``, -100 dB) z-scored, i.e. ``(-100 - mean) / std``; a silent
+    clip is that everywhere. It is not 0: 0 is the mean level.
     """
+
+    POWER_FLOOR = 1e-10
 
     def __init__(
         self, sample_rate=32000, n_fft=2048, hop_length=256, n_mels=256, top_db=80.0, mean=-13.369, std=13.162
@@ -140,12 +171,16 @@ class MelDbSpectrogram(torch.nn.Module):
     def n_bins(self):
         return self.mel_scale.n_mels
 
+    @property
+    def silence(self):
+        return (10.0 * math.log10(self.POWER_FLOOR) - self.mean) / self.std
+
     def n_frames(self, n_samples):
         return n_samples // self.hop_length + 1
 
     def power_to_db(self, power):
         """10 log10, floored ``top_db`` below each example's maximum (not the batch's)."""
-        db = 10.0 * torch.log10(power.clamp(min=1e-10))
+        db = 10.0 * torch.log10(power.clamp(min=self.POWER_FLOOR))
         if self.top_db is not None:
             floor = db.amax(dim=tuple(range(1, db.ndim)), keepdim=True) - self.top_db
             db = torch.maximum(db, floor)

@@ -1,6 +1,7 @@
 """Control "explanations" that do not read the model: what a leaderboard compares methods against.
 
-* ``input_magnitude``: the saliency is |X|, the input's own magnitude. It
+* ``input_magnitude``: the saliency is |X - silence|, the input's own level
+  above what its front end makes of no energy (|X| for log1p). It
   ignores the classifier entirely, so the model-parameter randomisation
   sanity check (``common.leaderboard.sanity_check``) must flag it: its maps
   stay identical when the classifier's layers are re-initialised.
@@ -10,16 +11,20 @@
 
 import torch
 
+from common.features import silence_of
 from common.interpreters.base import Interpreter
 from common.registry import INTERPRETERS
 
 
 @INTERPRETERS.register("input_magnitude")
 class InputMagnitude(Interpreter):
-    """Saliency = |X| (model-independent: a deliberately broken method)."""
+    """Saliency = |X - silence| (model-independent: a deliberately broken method).
+
+    Relative to silence, so a z-scored dB front end's quiet bins (negative X) do not look loud.
+    """
 
     def attribute(self, X, target=None, **kwargs):
-        return X.detach().abs()
+        return (X.detach() - silence_of(self.classifier)).abs()
 
 
 @INTERPRETERS.register("random")

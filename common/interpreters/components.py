@@ -12,9 +12,12 @@ built directly (``!new:common.interpreters.components.TimeMelGrid``):
 * ``superpixels``: an image segmentation of the spectrogram (scikit-image quickshift, slic or
   felzenszwalb), as ``lime_image`` segments a picture.
 
-A removed component takes the value of a baseline: ``zeros`` (0, silence for a
-log1p front end), ``minimum`` (the clip's minimum: the front end's floor, i.e.
-silence, for log1p or dB spectrograms), ``mean`` (each component's own mean,
+A removed component takes the value of a baseline: ``silence`` (the default:
+the classifier's ``silence``, what its front end makes of a bin with no
+energy: 0 for log1p, the z-scored power floor for a dB front end), ``zeros``
+(the number 0, which is silence only for a log1p front end), ``minimum`` (the
+clip's own minimum: its quietest bin, which is louder than silence when the
+clip has no silent bin), ``mean`` (each component's own mean,
 ``lime_image``'s ``hide_color=None``; the clip's mean when no components are
 given) or ``noise`` (Gaussian noise with the clip's mean and standard
 deviation, seeded).
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 from common.errors import ConfigError, DataError
+from common.features import silence_of
 
 
 def check_spectrogram(X):
@@ -175,7 +179,7 @@ def n_components(components):
 
 
 # -- baselines -----------------------------------------------------------------
-BASELINES = ("zeros", "minimum", "mean", "noise")
+BASELINES = ("silence", "zeros", "minimum", "mean", "noise")
 
 
 def component_means(X, components):
@@ -188,14 +192,18 @@ def component_means(X, components):
     return means.gather(1, ids).view_as(X)
 
 
-def make_baseline(name, X, components=None, seed=0):
+def make_baseline(name, X, components=None, seed=0, classifier=None):
     """The (B, T, F) input that stands for "removed" under baseline ``name`` (see the module doc).
 
-    A number is a constant baseline.
+    A number is a constant baseline; ``silence`` reads ``classifier.silence``.
     """
     if isinstance(name, int | float) and not isinstance(name, bool):
         return torch.full_like(X, float(name))
     dims = tuple(range(1, X.ndim))
+    if name == "silence":
+        if classifier is None:
+            raise ConfigError("the `silence` baseline needs the classifier whose front end defines silence")
+        return torch.full_like(X, silence_of(classifier))
     if name == "zeros":
         return torch.zeros_like(X)
     if name == "minimum":

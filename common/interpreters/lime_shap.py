@@ -82,7 +82,7 @@ class ComponentInterpreter(PosthocInterpreter):
         classifier,
         components="time_mel_grid",
         component_options=None,
-        baseline="minimum",
+        baseline="silence",
         n_samples=1000,
         batch_size=100,
         output="probability",
@@ -91,7 +91,8 @@ class ComponentInterpreter(PosthocInterpreter):
     ):
         super().__init__(classifier)
         self.components = make_components(components, component_options)
-        make_baseline(baseline, torch.zeros(1, 2, 2))  # an unknown name fails now, not at the first clip
+        # an unknown name (or a classifier without a silence) fails now, not at the first clip
+        make_baseline(baseline, torch.zeros(1, 2, 2), classifier=classifier)
         if output not in OUTPUTS:
             raise ConfigError(f"output {output!r} is unknown; use one of {list(OUTPUTS)}")
         if n_samples < 3 or batch_size < 1:
@@ -127,7 +128,7 @@ class ComponentInterpreter(PosthocInterpreter):
         target = as_targets(target, X)
         X = X.detach()
         components = self.components(X)
-        baselines = make_baseline(self.baseline, X, components, seed=self.seed)
+        baselines = make_baseline(self.baseline, X, components, seed=self.seed, classifier=self.classifier)
         weights, per_clip = [], {}
         with frozen_eval(self.classifier, gradients=False):
             for b in range(X.shape[0]):

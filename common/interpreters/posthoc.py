@@ -23,8 +23,8 @@ attributions - (f(X) - f(baseline))| (f the target's logit; for the SHAP
 variants f(baseline) is averaged over the baseline distribution, exact for
 DeepLiftShap, true in expectation only for GradientShap) and
 ``output_change`` = f(X) - f(baseline), its scale.
-Baselines are named as in ``common.interpreters.components``: zeros,
-minimum (silence), mean, noise, or a number.
+Baselines are named as in ``common.interpreters.components``: silence (the
+classifier's, the default), zeros, minimum, mean, noise, or a number.
 """
 
 import contextlib
@@ -254,7 +254,7 @@ class IntegratedGradientsInterpreter(CaptumInterpreter):
     Completeness: ``additivity_gap`` is captum's convergence delta.
     """
 
-    def __init__(self, classifier, n_steps=50, baseline="minimum", method="gausslegendre", batch_size=None):
+    def __init__(self, classifier, n_steps=50, baseline="silence", method="gausslegendre", batch_size=None):
         super().__init__(classifier)
         self.n_steps = int(n_steps)
         self.baseline = baseline
@@ -262,7 +262,7 @@ class IntegratedGradientsInterpreter(CaptumInterpreter):
         self.batch_size = batch_size
 
     def captum_attribute(self, X, target):
-        base = make_baseline(self.baseline, X)
+        base = make_baseline(self.baseline, X, classifier=self.classifier)
         attributions, delta = IntegratedGradients(self.classifier.logits).attribute(
             X,
             baselines=base,
@@ -284,13 +284,13 @@ class DeepLiftInterpreter(CaptumInterpreter):
     """DeepLIFT (rescale rule) from ``baseline``; the multipliers satisfy summation-to-delta exactly
     when every non-linearity is a module used once, which ``additivity_gap`` checks."""
 
-    def __init__(self, classifier, baseline="minimum", eps=1e-10):
+    def __init__(self, classifier, baseline="silence", eps=1e-10):
         super().__init__(classifier)
         self.baseline = baseline
         self.eps = float(eps)
 
     def captum_attribute(self, X, target):
-        base = make_baseline(self.baseline, X)
+        base = make_baseline(self.baseline, X, classifier=self.classifier)
         model = LogitsModule(self.classifier)
         with separate_hook_tensors(model):
             attributions = DeepLift(model, eps=self.eps).attribute(X, baselines=base, target=target)
@@ -303,7 +303,7 @@ class _ShapInterpreter(CaptumInterpreter):
     Repeated ``noise`` entries are distinct draws (seeds ``seed``, ``seed + 1``, ...).
     """
 
-    def __init__(self, classifier, baselines=("minimum", "mean", "noise", "noise"), seed=0):
+    def __init__(self, classifier, baselines=("silence", "mean", "noise", "noise"), seed=0):
         super().__init__(classifier)
         if len(baselines) < 2:
             raise ConfigError(f"{type(self).__name__} needs a distribution of at least 2 baselines, got {baselines}")
@@ -312,7 +312,12 @@ class _ShapInterpreter(CaptumInterpreter):
 
     def baseline_distribution(self, clip):
         """(n_baselines, T, F) for one clip (1, T, F)."""
-        return torch.cat([make_baseline(n, clip, seed=self.seed + i) for i, n in enumerate(self.baselines)])
+        return torch.cat(
+            [
+                make_baseline(n, clip, seed=self.seed + i, classifier=self.classifier)
+                for i, n in enumerate(self.baselines)
+            ]
+        )
 
     def explain_clip(self, clip, baselines, target):
         raise NotImplementedError
@@ -334,7 +339,7 @@ class GradientShapInterpreter(_ShapInterpreter):
     """GradientShap: gradients at ``n_samples`` random points between X (plus noise of std ``stdevs``)
     and baselines drawn from the distribution, times (X - baseline); SHAP values in expectation."""
 
-    def __init__(self, classifier, baselines=("minimum", "mean", "noise", "noise"), n_samples=20, stdevs=0.0, seed=0):
+    def __init__(self, classifier, baselines=("silence", "mean", "noise", "noise"), n_samples=20, stdevs=0.0, seed=0):
         super().__init__(classifier, baselines, seed)
         self.n_samples = int(n_samples)
         self.stdevs = float(stdevs)
@@ -349,7 +354,7 @@ class GradientShapInterpreter(_ShapInterpreter):
 class DeepLiftShapInterpreter(_ShapInterpreter):
     """DeepLiftShap: DeepLIFT from every baseline of the distribution, averaged (exact summation to the mean delta)."""
 
-    def __init__(self, classifier, baselines=("minimum", "mean", "noise", "noise"), seed=0):
+    def __init__(self, classifier, baselines=("silence", "mean", "noise", "noise"), seed=0):
         super().__init__(classifier, baselines, seed)
 
     def explain_clip(self, clip, baselines, target):
@@ -365,7 +370,7 @@ class OcclusionInterpreter(CaptumInterpreter):
 
     needs_gradients = False
 
-    def __init__(self, classifier, window=(16, 16), stride=(8, 8), baseline="minimum", batch_size=64):
+    def __init__(self, classifier, window=(16, 16), stride=(8, 8), baseline="silence", batch_size=64):
         super().__init__(classifier)
         self.window = tuple(int(w) for w in window)
         self.stride = tuple(int(s) for s in stride)
@@ -388,7 +393,7 @@ class OcclusionInterpreter(CaptumInterpreter):
             X,
             sliding_window_shapes=window,
             strides=self.stride,
-            baselines=make_baseline(self.baseline, X),
+            baselines=make_baseline(self.baseline, X, classifier=self.classifier),
             target=target,
             perturbations_per_eval=max(1, self.batch_size // X.shape[0]),
         )

@@ -13,12 +13,13 @@ import torch
 
 from common.registry import METRICS
 
-# Classifier inputs a metric can ask for (X is the log1p spectrogram, so 0 is "removed"):
+# Classifier inputs a metric can ask for. "Removed" means set to the classifier's silence s
+# (``classifier.silence``: what a bin with no energy is; 0 for log1p, not 0 for z-scored dB):
 #   x        : X itself
-#   mask_in  : M * X, only the explanation kept
-#   mask_out : (1 - M) * X, the explanation removed
-#   deletion : X with the top k / n_steps of bins (by saliency) set to 0, k = 0..n_steps
-#   insertion: zeros with the top k / n_steps of bins restored from X, k = 0..n_steps
+#   mask_in  : s + M (X - s), only the explanation kept (M X for log1p)
+#   mask_out : s + (1 - M)(X - s), the explanation removed
+#   deletion : X with the top k / n_steps of bins (by saliency) set to s, k = 0..n_steps
+#   insertion: silence with the top k / n_steps of bins restored from X, k = 0..n_steps
 FORWARD_INPUTS = ("x", "mask_in", "mask_out", "deletion", "insertion")
 
 # Data beyond X and the explanation that a metric can require.

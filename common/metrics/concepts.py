@@ -22,6 +22,7 @@ step counts and area.
 import torch
 import torch.nn.functional as F
 
+from common.features import silence_of
 from common.metrics.faithfulness import curve_auc
 from common.metrics.suite import removal_counts
 
@@ -125,8 +126,10 @@ def flipping_order(heatmaps, patch, mode="positive"):
     return standard.gather(1, torch.argsort(score.gather(1, standard), dim=1, descending=True, stable=True))
 
 
-def _fill_values(X, fill):
-    """(B, 1, 1) value a removed patch takes: a number, each clip's ``min`` or its ``mean``."""
+def _fill_values(X, fill, classifier):
+    """(B, 1, 1) value a removed patch takes: the classifier's ``silence``, a number, each clip's ``min`` or ``mean``."""
+    if fill == "silence":
+        return torch.full((X.shape[0], 1, 1), silence_of(classifier), dtype=X.dtype, device=X.device)
     if fill == "min":
         return X.amin(dim=(1, 2), keepdim=True)
     if fill == "mean":
@@ -135,11 +138,11 @@ def _fill_values(X, fill):
 
 
 @torch.no_grad()
-def flipping_curve(classifier, X, target, order, patch, n_steps=16, fill="min", batch_size=32):
+def flipping_curve(classifier, X, target, order, patch, n_steps=16, fill="silence", batch_size=32):
     """Target logit (B, n_steps + 1) as the first k / n_steps of the patches in ``order`` are removed, k = 0..n_steps.
 
-    A removed patch takes the value ``fill`` (a number, or each clip's
-    ``min``: silence in a dB or log spectrogram; or its ``mean``).
+    A removed patch takes the value ``fill``: ``silence`` (the classifier's:
+    no energy), a number, each clip's ``min`` (its quietest bin) or its ``mean``.
     """
     B, T, Fq = X.shape
     nt, nf = patch_grid((T, Fq), patch)
@@ -149,7 +152,7 @@ def flipping_curve(classifier, X, target, order, patch, n_steps=16, fill="min", 
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(n_patches, device=order.device).expand_as(order))
     counts = removal_counts(n_patches, n_steps).to(order.device)
-    fill_values = _fill_values(X, fill)
+    fill_values = _fill_values(X, fill, classifier)
     target = torch.as_tensor(target, device=X.device).long().reshape(-1)
     was_training = classifier.training
     classifier.eval()

@@ -14,7 +14,7 @@ EPS = 1e-8  # guards the AD / AG divisions when p_c(X) is 0 or 1
 
 @register_metric
 class FidIn(Metric):
-    """Input fidelity (PIQ, L-MAC): 1 if the masked-in input M * X is still classified as c."""
+    """Input fidelity (PIQ, L-MAC): 1 if the masked-in input (the explanation kept, the rest silenced) is still classified as c."""
 
     name = "fid_in"
     display_name = "Fid-In"

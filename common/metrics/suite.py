@@ -1,7 +1,8 @@
 """EvaluationSuite: every chosen metric from one batched pass of the classifier.
 
-The suite builds the classifier inputs the chosen metrics need (X, M X,
-(1 - M) X, the deletion and insertion curves), runs ``classifier.logits`` over
+The suite builds the classifier inputs the chosen metrics need (X, X with
+only the explanation kept, X with it removed, the deletion and insertion
+curves; removed bins take the classifier's ``silence``), runs ``classifier.logits`` over
 their concatenation in chunks of ``batch_size`` (in eval mode, without
 gradients), applies one softmax, and lets each metric score the clips from
 these cached probabilities. Rows are built chunk by chunk, so the curves of a
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from common.features import keep_masked, silence_of
 from common.metrics.base import Metric, MetricInputs
 from common.registry import METRICS
 
@@ -100,23 +102,26 @@ class EvaluationSuite:
         self.timings[key] = self.timings.get(key, 0.0) + seconds
 
     # -- inputs ---------------------------------------------------------------
-    def _blocks(self, X, mask, saliency):
-        """The classifier inputs the chosen metrics need, as lazily built blocks of rows."""
+    def _blocks(self, X, mask, saliency, silence):
+        """The classifier inputs the chosen metrics need, as lazily built blocks of rows.
+
+        Removed bins take the front end's ``silence`` (0 only for log1p front ends).
+        """
         B = X.shape[0]
         needs_curves = bool(self.needs & {"deletion", "insertion"})
         blocks = []
         if "x" in self.needs or needs_curves:
             blocks.append(_Block("x", B, lambda lo, hi: X[lo:hi]))
         if "mask_in" in self.needs:
-            blocks.append(_Block("mask_in", B, lambda lo, hi: mask[lo:hi] * X[lo:hi]))
+            blocks.append(_Block("mask_in", B, lambda lo, hi: keep_masked(X[lo:hi], mask[lo:hi], silence)))
         if "mask_out" in self.needs:
-            blocks.append(_Block("mask_out", B, lambda lo, hi: (1 - mask[lo:hi]) * X[lo:hi]))
+            blocks.append(_Block("mask_out", B, lambda lo, hi: keep_masked(X[lo:hi], 1 - mask[lo:hi], silence)))
         if not needs_curves:
             return blocks
         # The curves share their ends: deletion step 0 and insertion step n_steps are X,
-        # deletion step n_steps and insertion step 0 are all zeros, the same input for every
-        # clip, so one zero row serves the whole batch and only inner steps are built.
-        blocks.append(_Block("zeros", 1, lambda lo, hi: torch.zeros_like(X[:1])))
+        # deletion step n_steps and insertion step 0 are all silence, the same input for every
+        # clip, so one silent row serves the whole batch and only inner steps are built.
+        blocks.append(_Block("silence", 1, lambda lo, hi: torch.full_like(X[:1], silence)))
         flat = X.flatten(1)
         rank = saliency_rank(saliency)
         counts = removal_counts(flat.shape[1], self.n_steps).to(device=X.device, dtype=torch.int32)
@@ -126,9 +131,9 @@ class EvaluationSuite:
             rows = torch.arange(lo, hi, device=X.device)
             clip, step = rows % B, rows // B + 1  # step-major: all clips at step 1, then step 2, ...
             rank_rows, count = rank[clip], counts[step, None]
-            # deletion zeroes the top bins, insertion everything but the top bins
-            zeroed = rank_rows < count if deletion else rank_rows >= count
-            return flat[clip].masked_fill(zeroed, 0).view(-1, *X.shape[1:])
+            # deletion silences the top bins, insertion everything but the top bins
+            removed = rank_rows < count if deletion else rank_rows >= count
+            return flat[clip].masked_fill(removed, silence).view(-1, *X.shape[1:])
 
         for key in ("deletion", "insertion"):
             if key in self.needs:
@@ -163,7 +168,7 @@ class EvaluationSuite:
     def _predictions(self, classifier, X, mask, saliency):
         """Logits and probabilities per cached input key, from one softmax over all rows."""
         tic = time.perf_counter()
-        blocks = self._blocks(X, mask, saliency)
+        blocks = self._blocks(X, mask, saliency, silence_of(classifier))
         self._add_time("inputs", time.perf_counter() - tic)
         if not blocks:
             return {}, {}
@@ -186,10 +191,10 @@ class EvaluationSuite:
             offset += block.n_rows
         B = X.shape[0]
         for cache in (logits, probs):
-            if "zeros" not in cache:
+            if "silence" not in cache:
                 continue
-            x, zeros = cache["x"][None], cache.pop("zeros").expand(1, B, -1)
-            for key, first, last in (("deletion", x, zeros), ("insertion", zeros, x)):
+            x, silent = cache["x"][None], cache.pop("silence").expand(1, B, -1)
+            for key, first, last in (("deletion", x, silent), ("insertion", silent, x)):
                 if key in cache:
                     inner = cache[key].reshape(self.n_steps - 1, B, -1)
                     cache[key] = torch.cat([first, inner, last])

@@ -34,6 +34,10 @@ class AudioClassifier(torch.nn.Module):
         model was trained to produce.
     multilabel : bool
         Independent sigmoid outputs (BirdSet) instead of one softmax.
+    silence : float or None
+        The value a spectrogram bin holding no energy takes. Front ends
+        declare it (``front_end.silence``); give it here only for a front end
+        that does not (e.g. ``nn.Identity`` over precomputed spectrograms).
 
     A transformers ConvNeXt (``model_type`` "convnext", one input channel) sees
     the spectrogram at its own resolution as a (freq, time) image, as
@@ -41,8 +45,9 @@ class AudioClassifier(torch.nn.Module):
     ``map_to_spectrogram``.
     """
 
-    def __init__(self, front_end, embedding_model, classifier, logit_scale=1.0, multilabel=False):
+    def __init__(self, front_end, embedding_model, classifier, logit_scale=1.0, multilabel=False, silence=None):
         super().__init__()
+        self._silence = None if silence is None else float(silence)
         self.front_end = front_end
         self.embedding_model = embedding_model
         self.classifier = classifier
@@ -50,6 +55,11 @@ class AudioClassifier(torch.nn.Module):
         self.multilabel = bool(multilabel)
 
     # -- the interface ------------------------------------------------------
+    @property
+    def silence(self):
+        """What a bin with no energy is in X (None when undeclared); every removal of evidence fills with it."""
+        return self._silence if self._silence is not None else getattr(self.front_end, "silence", None)
+
     def features(self, wavs):
         """Waveforms (B, samples) -> spectrogram X (B, T, F) the model sees."""
         return self.front_end(wavs)
