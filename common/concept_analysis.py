@@ -70,9 +70,8 @@ def fit_class_concepts(
 
     acts, ctxs = collect_drsa_pairs(lrp, spectrograms(), layer, n_positions=n_positions)
     n_segments = acts.shape[0]
-    if positions_as_samples:
-        acts, ctxs = acts.flatten(0, 1), ctxs.flatten(0, 1)
-    U, history = fit_drsa(acts, ctxs, n_concepts, **(fit_options or {}))
+    points = "positions" if positions_as_samples else "clips"
+    U, history = fit_drsa(acts, ctxs, n_concepts, **{"points": points, **(fit_options or {})})
     return U, history, n_segments
 
 

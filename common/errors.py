@@ -25,6 +25,10 @@ class CheckpointError(ToolkitError, RuntimeError):
     """A checkpoint is missing or does not fit the model it is loaded into."""
 
 
+class CheckpointNotFoundError(CheckpointError):
+    """A local checkpoint path or recipe save folder that does not exist or holds no checkpoint yet."""
+
+
 class HubUnavailableError(ToolkitError, OSError):
     """A hub id was requested but cannot be fetched (offline or unknown)."""
 

@@ -27,24 +27,32 @@ def mask_on_grid(mask, front_end, shape):
 
 
 def keep_masked(X, keep, silence):
-    """X where ``keep`` is 1, the front end's ``silence`` where it is 0, linear in between.
+    """X where ``keep`` is 1, ``silence`` where it is 0, linear in between.
 
     What "removing evidence" means on any front end: for a log1p spectrogram
     (silence 0) it is ``keep * X``; for a z-scored dB one it fills with the
-    z-score of no energy, not with 0 (which is the mean level there).
+    clip's no-energy level, not with 0 (which is the mean level there).
+    ``silence``: a number or a tensor broadcastable to X, e.g. (B, 1, 1).
     """
     return silence + keep * (X - silence)
 
 
-def silence_of(classifier):
-    """``classifier.silence`` as a float, or a ConfigError saying the classifier declares none."""
-    silence = getattr(classifier, "silence", None)
-    if silence is None:
+def silence_of(classifier, X):
+    """(B, 1, 1): what a bin with no energy is in each clip of X, as ``classifier.silence(X)`` declares it.
+
+    A classifier may also declare a constant (``silence = 0.0``); one that
+    declares nothing gets a ConfigError, since nothing can be removed from
+    its inputs without knowing what "nothing" is.
+    """
+    declared = getattr(classifier, "silence", None)
+    value = declared(X) if callable(declared) else declared
+    if value is None:
         raise ConfigError(
             f"{type(classifier).__name__} declares no `silence` (the value a spectrogram bin with no energy "
-            "takes), which every removal of evidence fills with; give it a `silence` attribute"
+            "takes), which every removal of evidence fills with; give its front end a `silence(X)` method"
         )
-    return float(silence)
+    value = torch.as_tensor(value, dtype=X.dtype, device=X.device)
+    return value.reshape(-1, 1, 1).expand(X.shape[0], 1, 1) if value.numel() == 1 else value.reshape(-1, 1, 1)
 
 
 def n_frames(sample_rate, signal_length_s, hop_length):
@@ -57,10 +65,12 @@ class Log1pSpectrogram(torch.nn.Module):
     """log1p of the STFT magnitude (optionally of a mel filterbank of it).
 
     Output: (batch, time, freq). ``stft(wavs)`` exposes the complex STFT for
-    the inverse path. ``silence`` = log1p(0) = 0: a bin holding no energy.
+    the inverse path. ``silence(X)`` = log1p(0) = 0: a bin holding no energy.
     """
 
-    silence = 0.0
+    def silence(self, X):
+        """(B, 1, 1) zeros: log1p of no energy."""
+        return X.new_zeros(X.shape[0], 1, 1)
 
     def __init__(
         self,
@@ -145,9 +155,12 @@ class MelDbSpectrogram(torch.nn.Module):
     training statistics (mean -13.369 dB, std 13.162 dB). Output (batch, time,
     mel), like every front-end here.
 
-    ``silence`` is what a bin holding no energy becomes: the power floor
-    (``POWER_FLOOR``, -100 dB) z-scored, i.e. ``(-100 - mean) / std``; a silent
-    clip is that everywhere. It is not 0: 0 is the mean level.
+    ``silence(X)`` is what a bin holding no energy becomes in each clip: the
+    clip's floor, ``top_db`` below its own maximum (a clip's dB are floored
+    there, so that is what its silent bins hold; 5.3 z-units below the
+    maximum with GTZAN's std of 15), and never below the power floor
+    (``POWER_FLOOR``, -100 dB), which is what a wholly silent clip gives.
+    It is not 0: 0 is the mean level. Without ``top_db`` it is the power floor.
     """
 
     POWER_FLOOR = 1e-10
@@ -171,9 +184,13 @@ class MelDbSpectrogram(torch.nn.Module):
     def n_bins(self):
         return self.mel_scale.n_mels
 
-    @property
-    def silence(self):
-        return (10.0 * math.log10(self.POWER_FLOOR) - self.mean) / self.std
+    def silence(self, X):
+        """(B, 1, 1): each clip's no-energy level in z units (its ``top_db`` floor, or the power floor)."""
+        absolute = (10.0 * math.log10(self.POWER_FLOOR) - self.mean) / self.std
+        if self.top_db is None:
+            return X.new_full((X.shape[0], 1, 1), absolute)
+        floor = X.amax(dim=(1, 2), keepdim=True) - self.top_db / self.std
+        return floor.clamp(min=absolute)
 
     def n_frames(self, n_samples):
         return n_samples // self.hop_length + 1

@@ -13,21 +13,32 @@ interpretation.wav and a figure.
 """
 
 import logging
+import os
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import speechbrain as sb
 import torch
 
 from common.data.contamination import NoiseFolder, contaminate_batch, parse_conditions
+from common.data.datasets import output_label
 from common.data.synthetic import load_ground_truth
 from common.errors import CheckpointError
 from common.features import mask_on_grid
 from common.interpreters.base import FrozenOutputs
 from common.io import atomic_path, atomic_write_json
 from common.metrics import DISPLAY_NAMES, EvaluationSuite, summarize
+from common.models.pretrained import (
+    load_classifier,
+    load_or_debug_fallback,
+    overridden_keys,
+    recipe_command,
+    resolve_recipe_paths,
+)
 from common.reports import save_explanation_figure, save_wav, write_metric_tables, write_table
-from common.training import CpuDistributedMixin, EvaluateBestCheckpointMixin
+from common.training import CpuDistributedMixin, EvaluateBestCheckpointMixin, write_extras
 
 logger = logging.getLogger(__name__)
 
@@ -210,9 +221,9 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
         diagnostics = explanation.extras.get("per_clip", {})
         scores.update(diagnostics)
         self.diagnostic_columns.update(k for k in diagnostics if k not in self.columns)
-        labels = self.hparams.label_encoder.ind2lab
+        encoder = self.hparams.label_encoder
         for k, clip in enumerate(batch.id):
-            row = {"id": clip, "class": batch.class_string[k], "predicted": labels[int(target[k])]}
+            row = {"id": clip, "class": batch.class_string[k], "predicted": output_label(encoder, target[k])}
             row.update({name: float(v[k]) for name, v in scores.items()})
             self.per_clip.append(row)
         if stage == sb.Stage.TEST:
@@ -222,7 +233,7 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
         n_examples = getattr(self.hparams, "n_examples", 5)
         folder = Path(self.hparams.output_folder) / "interpretations"
         sr = self.hparams.sample_rate
-        labels = self.hparams.label_encoder.ind2lab
+        encoder = self.hparams.label_encoder
         for k, clip in enumerate(batch.id):
             if self.n_examples_saved >= n_examples:
                 return
@@ -233,7 +244,7 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
                 frozen.X[k],
                 explanation.mask[k].detach(),
                 clip_dir / "explanation.png",
-                title=f"{clip}: true {batch.class_string[k]}, predicted {labels[int(explanation.target[k])]}",
+                title=f"{clip}: true {batch.class_string[k]}, predicted {output_label(encoder, explanation.target[k])}",
             )
             self.n_examples_saved += 1
 
@@ -290,8 +301,8 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
         method = getattr(self.hparams, "interpreter_name", "interpreter")
         summary = {"method": method}
         summary.update({DISPLAY_NAMES.get(k, k): stats[k] for k in self.columns if k in stats})
-        write_metric_tables(self.per_clip, [summary], out, stem="test_metrics")
         self.test_summary = summary
+        # The summary first; a failure in the tables is logged, never costs the trained interpreter.
         atomic_write_json(
             out / "test_results.json",
             {
@@ -300,6 +311,10 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
                 "checkpoint": ckpt.path.name if ckpt else None,
                 "evaluation_seconds": self.eval_seconds,
             },
+        )
+        write_extras(
+            {"metric tables": lambda: write_metric_tables(self.per_clip, [summary], out, stem="test_metrics")},
+            out / "test_results.json",
         )
 
 
@@ -346,31 +361,110 @@ def evaluate_contaminated(brain, hparams, datasets, conditions, noise_folder=Non
     return rows
 
 
-def prepare_explained_classifier(hparams):
-    """What every explanation script needs: the data set's manifests, the trained classifier
-    (``hparams["classifier"]``, loaded in place) and its label encoder (``hparams["label_encoder"]``).
+# Local sources an interpreter recipe reads; relative defaults resolve against the recipe's folder.
+SOURCE_KEYS = (
+    "classifier_source",
+    "classifier_hparams",
+    "pretrained_classifier",
+    "nmf_source",
+    "nmf_hparams",
+    "pretrained_nmf",
+    "pretrained_interpreter",
+)
 
-    Returns the train/valid/test datasets.
-    """
-    from common.data.datasets import build_label_encoder, classification_datasets
-    from common.data.esc50 import prepare_esc50_from_hparams
-    from common.models.pretrained import load_classifier
 
-    prepare = hparams.get("prepare") or prepare_esc50_from_hparams  # `prepare: !name:...` picks the data set
-    prepare(hparams)
-    if hparams.get("use_pretrained") and not hparams.get("pretrained_classifier"):
+@dataclass
+class RunContext:
+    """How a recipe was run: ``debug`` (SpeechBrain's --debug), ``overridden`` (the hparams keys set on the
+    command line; None when unknown) and ``recipe_dir`` (the folder relative defaults resolve against)."""
+
+    debug: bool = False
+    overridden: set | None = None
+    recipe_dir: str | None = None
+
+    @classmethod
+    def of(cls, run_opts, overrides, recipe_dir=None):
+        return cls(bool(run_opts.get("debug")), overridden_keys(overrides), recipe_dir)
+
+    def requested(self, *keys):
+        """Whether the command line named any of ``keys`` (then what they name must load, even in --debug)."""
+        return self.overridden is not None and any(k in self.overridden for k in keys)
+
+
+def resolve_sources(hparams, context):
+    """The SOURCE_KEYS of ``hparams`` with relative defaults resolved against the recipe's folder."""
+    recipe_dir = context.recipe_dir
+    if recipe_dir is None:  # the running script's folder (abspath, not resolve: a symlinked recipes/ stays put)
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        recipe_dir = os.path.dirname(os.path.abspath(main_file)) if main_file else os.getcwd()
+    return resolve_recipe_paths(hparams, SOURCE_KEYS, recipe_dir, context.overridden)
+
+
+def classifier_make_command(hparams, source):
+    """The classification command that writes ``source`` (a save folder), from ``classifier_hparams``."""
+    if not hparams.get("classifier_hparams"):
+        return None
+    output = Path(source).parent if Path(source).name == "save" else Path(source)
+    extra = ["--out_n_neurons", hparams["out_n_neurons"]]
+    return recipe_command(hparams["classifier_hparams"], "train.py", hparams["data_folder"], output, *extra)
+
+
+def load_explained_classifier(hparams, context=None):
+    """Load ``hparams["classifier"]`` in place from ``classifier_source`` or, with ``use_pretrained``, from
+    ``pretrained_classifier`` (files named by ``pretrained_classifier_files``: a published layout, e.g.
+    speechbrain/PIQ-ESC50's ``embedding_modelft.ckpt`` + ``classifier.ckpt``). In --debug runs a default
+    source that cannot be had leaves the classifier randomly initialised (see ``load_or_debug_fallback``).
+    Returns the folder the files came from, or None after that fallback."""
+    context = context or RunContext()
+    use_pretrained = bool(hparams.get("use_pretrained"))
+    if use_pretrained and not hparams.get("pretrained_classifier"):
         raise CheckpointError(
             "use_pretrained is set but pretrained_classifier is empty: pass --pretrained_classifier HUB_ID_OR_FOLDER, "
             "or --use_pretrained False --classifier_source CLASSIFIER_SAVE_DIR."
         )
-    source = hparams["pretrained_classifier"] if hparams.get("use_pretrained") else hparams["classifier_source"]
-    loaded_from = load_classifier(hparams["classifier"], source, Path(hparams["save_folder"]) / "classifier")
-    # Reuse the classifier's label mapping, so indices mean the same classes.
-    encoder_file = Path(loaded_from).parent / "label_encoder.txt"
-    if not encoder_file.is_file():
-        encoder_file = Path(hparams["save_folder"]) / "label_encoder.txt"
+    if use_pretrained:
+        source, files, make = hparams["pretrained_classifier"], hparams.get("pretrained_classifier_files"), None
+        requested = context.requested("pretrained_classifier", "use_pretrained")
+    else:
+        source, files = hparams["classifier_source"], None  # a recipe's save folder: the Checkpointer's names
+        make, requested = classifier_make_command(hparams, source), context.requested("classifier_source")
+    return load_or_debug_fallback(
+        lambda: load_classifier(
+            hparams["classifier"], source, Path(hparams["save_folder"]) / "classifier", files=files, make=make
+        ),
+        "classifier",
+        debug=context.debug,
+        requested=requested,
+    )
+
+
+def prepare_explained_classifier(hparams, context=None):
+    """What every explanation script needs: the data set's manifests, the trained classifier
+    (``hparams["classifier"]``, loaded in place) and its label encoder (``hparams["label_encoder"]``).
+
+    Returns the train/valid/test datasets. The label encoder is the classifier's own where its folder
+    holds one, else built from the data; the data may hold more classes than the classifier has outputs
+    (SpeechBrain's recipe tests run a 2-output classifier on 3 classes): what is explained is the
+    classifier's own outputs, and the labels only name the clips' true classes in the tables.
+    """
+    from common.data.datasets import build_label_encoder, classification_datasets
+    from common.data.esc50 import prepare_esc50_from_hparams
+
+    context = context or RunContext()
+    resolve_sources(hparams, context)
+    prepare = hparams.get("prepare") or prepare_esc50_from_hparams  # `prepare: !name:...` picks the data set
+    prepare(hparams)
+    loaded_from = load_explained_classifier(hparams, context)
+    # Reuse the classifier's label mapping, so indices mean the same classes: a published folder holds
+    # label_encoder.txt itself, a recipe's CKPT+ folder has it in the save folder above.
+    encoder_file = Path(hparams["save_folder"]) / "label_encoder.txt"
+    if loaded_from is not None:
+        candidates = [Path(loaded_from) / "label_encoder.txt", Path(loaded_from).parent / "label_encoder.txt"]
+        encoder_file = next((c for c in candidates if c.is_file()), encoder_file)
     manifests = {s: hparams[f"{s}_annotation"] for s in ("train", "valid", "test")}
-    hparams["label_encoder"] = build_label_encoder(list(manifests.values()), hparams["out_n_neurons"], encoder_file)
+    hparams["label_encoder"] = build_label_encoder(
+        list(manifests.values()), hparams["out_n_neurons"], encoder_file, fewer_outputs_ok=True
+    )
     own_copy = Path(hparams["save_folder"]) / "label_encoder.txt"
     if not own_copy.is_file():  # keep the run self-contained (export, --test_only)
         with atomic_path(own_copy) as tmp:
@@ -391,7 +485,7 @@ def run_interpreter_recipe(argv, brain_class=InterpreterBrain, load_extra=None, 
     The data set is prepared by ``hparams["prepare"]`` (e.g. ``!name:common.data.gtzan.prepare_gtzan_from_hparams``),
     ESC-50's preparation when absent; ``segment_s`` / ``segment_hop_s`` cut whole clips into segments.
 
-    ``load_extra(hparams)`` loads what else the interpreter needs before training
+    ``load_extra(hparams, context)`` loads what else the interpreter needs before training
     (L2I's NMF dictionary); it is skipped when a saved checkpoint already holds it.
     With ``conditions`` (contamination Conditions) nothing is trained: the
     trained interpreter is evaluated under each condition (eval.py).
@@ -399,10 +493,11 @@ def run_interpreter_recipe(argv, brain_class=InterpreterBrain, load_extra=None, 
     from common.recipe import setup_experiment
     from common.training import build_brain, fit_and_evaluate
 
-    hparams, run_opts, _, _ = setup_experiment(argv)
-    datasets = prepare_explained_classifier(hparams)
+    hparams, run_opts, _, overrides = setup_experiment(argv)
+    context = RunContext.of(run_opts, overrides)
+    datasets = prepare_explained_classifier(hparams, context)
     if load_extra is not None and hparams["checkpointer"].find_checkpoint() is None:
-        load_extra(hparams)
+        load_extra(hparams, context)
     brain = build_brain(brain_class, hparams, run_opts)
     if conditions:
         return evaluate_contaminated(brain, hparams, datasets, conditions, noise_folder)

@@ -364,10 +364,13 @@ def prototype_network(classifier, X, labels, prototypes_per_class=2, epochs=30, 
     """An AudioProtoPNet-style network whose backbone is ``classifier``'s encoder (frozen, shared weights copied)
     and whose prototype head is trained here on spectrograms X (N, T, F) with class indices ``labels`` (N,).
 
-    The head (cosine similarity to 1x1 prototypes, max pooling, class-specific last layer) learns with
-    cross-entropy on its logits plus the orthogonality of each class's prototypes, as the BirdSet recipe's
-    stage 2 does with its multi-label loss. Returns the network in eval mode.
+    The head (cosine similarity to 1x1 prototypes, max pooling, class-specific last layer) learns as the
+    BirdSet recipe's stage 2 does: the Asymmetric Loss on one-hot targets plus the orthogonality of each
+    class's prototypes. The network is multi-label (sigmoid outputs, what the metrics read), so it is
+    trained as one: a softmax cross-entropy would fit only the logits' differences, not the probabilities
+    the suite scores. Returns the network in eval mode.
     """
+    from common.losses import AsymmetricLoss
     from common.models.protopnet import AudioProtoPNet
     from common.models.prototypes import PrototypeHead
 
@@ -375,6 +378,8 @@ def prototype_network(classifier, X, labels, prototypes_per_class=2, epochs=30, 
     with torch.no_grad():
         channels = classifier.hidden(X[:1]).shape[1]
     n_classes = int(labels.max()) + 1
+    targets = torch.nn.functional.one_hot(labels, n_classes).float()
+    loss_fn = AsymmetricLoss()  # the BirdSet recipe's defaults (gamma- 4, gamma+ 1, clip 0.05)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         head = PrototypeHead(n_classes, prototypes_per_class, channels)
@@ -389,7 +394,7 @@ def prototype_network(classifier, X, labels, prototypes_per_class=2, epochs=30, 
             for lo in range(0, len(X), batch_size):
                 index = order[lo : lo + batch_size]
                 maps = hidden[index]
-                loss = torch.nn.functional.cross_entropy(model.head(maps).logits, labels[index])
+                loss = loss_fn(model.head(maps).logits, targets[index])
                 loss = loss + model.regularization_loss()
                 optimizer.zero_grad()
                 loss.backward()

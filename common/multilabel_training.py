@@ -42,19 +42,21 @@ class MultiLabelBrain(ClassifierBrain):
     test_name = "test"
 
     def init_optimizers(self):
-        """One optimizer; ``param_group_lrs`` ({submodule path: lr}) gives named parts their own learning rate."""
+        """One optimizer; ``param_group_lrs`` ({submodule path: lr or {lr, weight_decay}}) gives named parts their
+        own learning rate (and weight decay)."""
         group_lrs = getattr(self.hparams, "param_group_lrs", None)
         if not group_lrs or self.opt_class is None:
             return super().init_optimizers()
         model = unwrap(self.modules.model)
         groups, claimed = [], set()
-        for path, lr in group_lrs.items():
+        for path, spec in group_lrs.items():
+            options = {k: float(v) for k, v in (spec.items() if isinstance(spec, dict) else [("lr", spec)])}
             owner, _, attr = path.rpartition(".")
             target = getattr(model.get_submodule(owner) if owner else model, attr)
             params = [target] if isinstance(target, torch.nn.Parameter) else list(target.parameters())
             params = [p for p in params if p.requires_grad]
             claimed.update(map(id, params))
-            groups.append({"params": params, "lr": float(lr)})
+            groups.append({"params": params, **options})
         rest = [p for p in self.modules.parameters() if p.requires_grad and id(p) not in claimed]
         if rest:
             groups.append({"params": rest})

@@ -15,6 +15,7 @@ import numpy as np
 import speechbrain as sb
 import torch
 
+from common.data.datasets import output_labels
 from common.io import atomic_write_json
 from common.reports import write_table
 from common.training import ClassifierBrain
@@ -103,7 +104,7 @@ class SegmentClassifierBrain(ClassifierBrain):
         finally:
             self.confusion = segment_confusion
         out = Path(self.hparams.output_folder)
-        labels = [self.hparams.label_encoder.ind2lab[i] for i in range(self.hparams.out_n_neurons)]
+        labels = output_labels(self.hparams.label_encoder, self.hparams.out_n_neurons)
         clip_support, segment_support = self.clip_confusion.sum(axis=1), segment_confusion.sum(axis=1)
         rows = [
             {
@@ -114,7 +115,7 @@ class SegmentClassifierBrain(ClassifierBrain):
                 "segments": int(segment_support[i]),
             }
             for i, lab in enumerate(labels)
-            if clip_support[i]
+            if lab is not None and clip_support[i]
         ]
         write_table(rows, out / "per_class_accuracy")
         result_path = out / "test_results.json"

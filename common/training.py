@@ -19,8 +19,10 @@ from speechbrain.nnet.schedulers import CyclicLRScheduler, update_learning_rate
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
+from common.data.datasets import output_label, output_labels
 from common.errors import CheckpointError
 from common.io import atomic_write_json
+from common.models.pretrained import load_or_debug_fallback, overridden_keys
 from common.reports import save_confusion_matrix, write_table
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,18 @@ class EvaluateBestCheckpointMixin:
         logger.info(
             "Evaluating checkpoint %s (best by valid %s; meta %s)", ckpt.path.name, max_key or min_key, ckpt.meta
         )
+
+
+def write_extras(extras, kept):
+    """Run each ``{what: write}``; a failure is logged with its traceback and the others still run,
+    since the checkpoints and ``kept`` (the test table) are already written."""
+    for what, write in extras.items():
+        try:
+            write()
+        except Exception:
+            logger.exception(
+                "Could not write the %s; the test results are in %s and the checkpoints are kept", what, kept
+            )
 
 
 class ClassifierBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brain):
@@ -123,13 +137,15 @@ class ClassifierBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brain
 
     # -- evaluation ------------------------------------------------------------
     def _write_test_outputs(self, stats):
-        labels = [self.hparams.label_encoder.ind2lab[i] for i in range(self.hparams.out_n_neurons)]
+        """test_results.json first (the test table: overall and per-class accuracy, confusion matrix), then
+        the per-class table and the confusion figure. The label encoder holds the data's classes, which may
+        be fewer than the outputs (ESC-10 with SpeechBrain's 50): an output no class maps to is reported
+        with label None and listed in ``unused_outputs``, a class with no test clip in ``absent_classes``.
+        A failure in the extras is logged, never raised: the trained run and its table are kept."""
+        encoder = self.hparams.label_encoder
+        labels = output_labels(encoder, self.hparams.out_n_neurons)
         support = self.confusion.sum(axis=1)
-        per_class = {
-            lab: float(self.confusion[i, i] / support[i]) if support[i] else None
-            for i, lab in enumerate(labels)
-            if support[i]
-        }
+        per_class = {lab: float(self.confusion[i, i] / support[i]) for i, lab in enumerate(labels) if support[i]}
         ckpt = getattr(self, "evaluated_checkpoint", None)
         meta = dict(ckpt.meta) if ckpt else {}
         self.hparams.train_logger.log_stats(
@@ -141,6 +157,9 @@ class ClassifierBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brain
             **stats,
             "n_clips": int(self.confusion.sum()),
             "per_class_acc": per_class,
+            "absent_classes": [lab for i, lab in enumerate(labels) if lab is not None and not support[i]]
+            + sorted(lab for i, lab in encoder.ind2lab.items() if i >= len(labels)),
+            "unused_outputs": [i for i, lab in enumerate(labels) if lab is None],
             "confusion_matrix": self.confusion.tolist(),
             "labels": labels,
             "checkpoint": ckpt.path.name if ckpt else None,
@@ -148,20 +167,22 @@ class ClassifierBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brain
             "checkpoint_valid_acc": meta.get(BEST_KEY),
         }
         atomic_write_json(out / "test_results.json", result)
-        write_table(
-            [
-                {"class": lab, "accuracy": acc, "clips": int(support[labels.index(lab)])}
-                for lab, acc in per_class.items()
-            ],
-            out / "per_class_accuracy",
-        )
+        rows = [
+            {"class": lab, "accuracy": per_class.get(lab, "absent"), "clips": int(support[i])}
+            for i, lab in enumerate(labels)
+            if lab is not None
+        ]  # a class of the data with no test clip: "absent", not a 0 accuracy
         present = [i for i, n in enumerate(support) if n or self.confusion[:, i].any()]
-        save_confusion_matrix(
-            self.confusion[np.ix_(present, present)],
-            [labels[i] for i in present],
-            out / "confusion_matrix.png",
-            title=f"Test accuracy {stats['acc']:.3f}",
-        )
+        extras = {
+            "per-class accuracy table": lambda: write_table(rows, out / "per_class_accuracy"),
+            "confusion matrix figure": lambda: save_confusion_matrix(
+                self.confusion[np.ix_(present, present)],
+                [output_label(encoder, i) for i in present],
+                out / "confusion_matrix.png",
+                title=f"Test accuracy {stats['acc']:.3f}",
+            ),
+        }
+        write_extras(extras, out / "test_results.json")
 
     # -- learning-rate schedule --------------------------------------------------
     def fit(
@@ -202,6 +223,19 @@ def build_brain(brain_class, hparams, run_opts):
         hparams=hparams,
         run_opts=run_opts,
         checkpointer=hparams.get("checkpointer"),
+    )
+
+
+def load_pretrained_encoder(hparams, run_opts, overrides=""):
+    """``hparams["load_pretrained"]`` (a published encoder or backbone) into ``embedding_model``. In --debug
+    runs the hparams' default that cannot be had (hub unreachable) leaves it randomly initialised, with a
+    warning (``load_or_debug_fallback``); one asked for on the command line must load."""
+    requested = overridden_keys(overrides) & {"use_pretrained", "embedding_model_path", "pretrained_backbone"}
+    load_or_debug_fallback(
+        lambda: hparams["load_pretrained"](hparams["embedding_model"]),
+        "pretrained encoder",
+        debug=bool(run_opts.get("debug")),
+        requested=bool(requested),
     )
 
 

@@ -136,6 +136,8 @@ def test_lmac_terms_are_the_papers_and_only_the_decoder_learns():
     expected_out = torch.nn.functional.cross_entropy(classifier.logits((1 - mask) * X), target)
     assert torch.allclose(terms["in"], expected_in) and torch.allclose(terms["out"], -expected_out)
     assert torch.allclose(terms["l1"], mask.mean())
+    tv = ((mask[:, 1:] - mask[:, :-1]).pow(2).sum() + (mask[:, :, 1:] - mask[:, :, :-1]).pow(2).sum()) / 2
+    assert torch.allclose(terms["tv"], tv / len(mask))  # SpeechBrain's tv_loss: summed squares / (power * B)
     sum(terms.values()).backward()
     assert all(p.grad is not None for p in interpreter.decoder.parameters())
     assert all(p.grad is None for p in classifier.parameters())
@@ -152,3 +154,52 @@ def test_lmac_guidance_needs_clean_inputs_and_switches_off_sparsity_where_it_app
     interpreter.crosscor_th = 2.0  # no clip is
     terms, _ = interpreter.loss_terms(FrozenOutputs(wavs, X, hidden, logits, clean_wavs=wavs, clean_X=X))
     assert float(terms["guide"]) == 0.0 and float(terms["l1"]) > 0
+
+
+def recipe_loss_weights(name):
+    """The loss weights an L-MAC hparams file resolves to (its weight lines only; nothing else is built)."""
+    import re
+
+    from hyperpyyaml import load_hyperpyyaml
+
+    from tests.conftest import INTERPRET
+
+    text = (INTERPRET / "hparams" / f"{name}.yaml").read_text()
+    keys = "l_in_w|l_out_w|reg_w_l1|reg_w_tv|g_w|speechbrain_batch_size"
+    scalars = "".join(re.findall(rf"(?m)^(?:{keys}): .*\n", text))
+    block = re.search(r"(?m)^loss_weights:\n(?:    .*\n)+", text).group(0)
+    return load_hyperpyyaml(scalars + block)["loss_weights"]
+
+
+@pytest.mark.parametrize("name", ["lmac_cnn14", "lmac_conv2d", "lmac_logmel_cnn"])
+def test_lmac_recipe_loss_is_speechbrains_train_lmac_objective_at_its_batch_size(name):
+    """The recipe's weighted loss equals SpeechBrain's train_lmac.py expression, written out here as it is
+    there (lmac_cnn14.yaml's weights, batch of 16), and the guidance weight is its g_w."""
+    weights = recipe_loss_weights(name)
+    classifier, interpreter, _, _, _, _ = lmac_setup()
+    wavs = torch.randn(16, 8000, generator=torch.Generator().manual_seed(1))
+    X = classifier.features(wavs)
+    hidden, logits = classifier.hidden_and_logits(X)
+    terms, explanation = interpreter.loss_terms(FrozenOutputs(wavs, X, hidden, logits))
+    ours = sum(weights[k] * v for k, v in terms.items())
+    # SpeechBrain (l_in_w 4, l_out_w 0.2, reg_w_l1 0.4, reg_w_tv 0, no fine-tuning: crosscor_mask all 0)
+    xhat, class_pred = explanation.mask, logits.argmax(1)
+    crosscor_mask = torch.zeros(len(xhat))
+    l_in = F_nll(classifier.logits(xhat * X), class_pred)
+    l_out = -F_nll(classifier.logits((1 - xhat) * X), class_pred)
+    ao_loss = l_in * 4 + 0.2 * l_out
+    r_m = (xhat.abs().mean((-1, -2, -3)) * 0.4 * torch.logical_not(crosscor_mask)).sum()
+    assert torch.allclose(ours, ao_loss + r_m, rtol=1e-5), (float(ours), float(ao_loss + r_m))
+    assert weights["guide"] == 4  # SpeechBrain's g_w: rec_loss = (bce * g_w * crosscor_mask).mean()
+
+    # the TV weight follows the same rule: SpeechBrain's (0 there) x 16
+    def sb_tv(m):
+        return ((m[:, :, :-1] - m[:, :, 1:]).pow(2).sum() + (m[:, :-1] - m[:, 1:]).pow(2).sum()) / (2 * len(m))
+
+    tv_sb = (sb_tv(xhat) * 0.3 * torch.logical_not(crosscor_mask)).sum()
+    assert torch.allclose(terms["tv"] * 0.3 * 16, tv_sb, rtol=1e-5)
+    assert weights["tv"] == 0.0
+
+
+def F_nll(logits, target):
+    return torch.nn.functional.nll_loss(logits.log_softmax(1), target)

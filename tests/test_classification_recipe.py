@@ -127,6 +127,7 @@ def test_test_only_without_checkpoint_fails_clearly(synthetic_data, tmp_path):
 
 
 def test_pretrained_request_offline_fails_clearly(synthetic_data, tmp_path):
+    """Outside --debug the published encoder must load (in --debug it would be replaced by a random one)."""
     proc = run_recipe(
         TRAIN,
         hparams("conv2d"),
@@ -136,12 +137,101 @@ def test_pretrained_request_offline_fails_clearly(synthetic_data, tmp_path):
         tmp_path / "o",
         "--out_n_neurons",
         "3",
-        "--debug",
         check=False,
     )
     out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+    assert proc.returncode != 0 and "RANDOMLY INITIALISED" not in out
     assert "speechbrain/PIQ-ESC50/embedding_model.ckpt" in out and "--use_pretrained 0" in out
+
+
+ESC10_TARGETS = {
+    "dog": 0,
+    "rooster": 1,
+    "rain": 10,
+    "sea_waves": 11,
+    "crackling_fire": 12,
+    "crying_baby": 20,
+    "sneezing": 21,
+    "clock_tick": 38,
+    "helicopter": 40,
+    "chainsaw": 41,
+}
+
+
+@pytest.mark.parametrize(("name", "n_outputs"), [("cnn14", 50), ("conv2d", 12), ("focalnet", 50)])
+def test_more_outputs_than_classes_reports_absent_ones(name, n_outputs, esc10_data, tmp_path):
+    """SpeechBrain's convention (ESC-10 keeps its ESC-50 targets, 50 outputs) and any count in between: the run
+    completes, outputs no class maps to and classes with no test clip are reported as such."""
+    out = tmp_path / "out"
+    run_recipe(
+        TRAIN,
+        hparams(name),
+        "--data_folder",
+        esc10_data,
+        "--output_folder",
+        out,
+        "--use_pretrained",
+        "0",
+        "--out_n_neurons",
+        n_outputs,
+        "--batch_size",
+        "2",
+        "--signal_length_s",
+        "1",
+        "--debug",
+        *TINY_OVERRIDES[name],
+    )
+    result = check_outputs(out, n_outputs, expected_clips=4)
+    labels = result["labels"]
+    if n_outputs == 50:  # the ESC-50 targets: each class at its own target, the other 40 outputs unused
+        assert {lab: i for i, lab in enumerate(labels) if lab} == ESC10_TARGETS
+    else:  # targets past the outputs: classes by rank, the last two outputs unused
+        assert labels[:10] == sorted(ESC10_TARGETS, key=ESC10_TARGETS.get)
+    assert result["unused_outputs"] == [i for i, lab in enumerate(labels) if lab is None]
+    assert len(result["unused_outputs"]) == n_outputs - 10
+    tested = {lab for lab, row in zip(labels, result["confusion_matrix"], strict=True) if sum(row)}
+    assert set(result["per_class_acc"]) == tested and len(tested) <= 4
+    assert sorted(result["absent_classes"]) == sorted(set(ESC10_TARGETS) - tested)
+    table = (out / "per_class_accuracy.csv").read_text().splitlines()
+    assert len(table) == 1 + 10 and sum(line.split(",")[1] == "absent" for line in table) == 10 - len(tested)
+
+
+def test_a_failure_writing_the_extras_keeps_the_test_table(tmp_path, monkeypatch, caplog):
+    """The per-class table and figure come after test_results.json; a crash there is logged, not raised."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    import common.training as training
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("figure backend exploded")
+
+    monkeypatch.setattr(training, "save_confusion_matrix", broken)
+    encoder = CategoricalEncoder()
+    for label, index in (("dog", 0), ("rain", 10)):
+        encoder.enforce_label(label, index)
+    confusion = np.zeros((12, 12), dtype=np.int64)
+    confusion[0, 0], confusion[0, 10] = 2, 1
+    logged = []
+    brain = SimpleNamespace(
+        confusion=confusion,
+        hparams=SimpleNamespace(
+            label_encoder=encoder,
+            out_n_neurons=12,
+            output_folder=str(tmp_path),
+            train_logger=SimpleNamespace(log_stats=lambda **kw: logged.append(kw)),
+        ),
+    )
+    with caplog.at_level("ERROR"):
+        training.ClassifierBrain._write_test_outputs(brain, {"loss": 1.0, "acc": 2 / 3, "error": 1 / 3})
+    result = json.loads((tmp_path / "test_results.json").read_text())
+    assert result["per_class_acc"] == {"dog": pytest.approx(2 / 3)} and result["absent_classes"] == ["rain"]
+    assert result["unused_outputs"] == [i for i in range(12) if i not in (0, 10)]
+    assert (tmp_path / "per_class_accuracy.md").is_file() and not (tmp_path / "confusion_matrix.png").exists()
+    assert "confusion matrix figure" in caplog.text and "figure backend exploded" in caplog.text
+    assert logged and logged[0]["test_stats"]["acc"] == pytest.approx(2 / 3)
 
 
 def test_missing_data_folder_fails_clearly(tmp_path):

@@ -10,6 +10,27 @@ from common.metrics import EvaluationSuite
 from tests.conftest import CLASSIFICATION, INTERPRET, check_interpreter_outputs, run_recipe
 
 PIQ_TINY = ["--emb_dim", "16", "--K", "64", "--decoder_channels", "[8,8,4,4]"]
+# enough steps for the objective to move: 3 debug epochs of 2 batches at a higher learning rate
+LEARNS = ["--debug_epochs", "3", "--lr", "0.01"]
+
+
+def logged(out, stage, term):
+    """``stage term`` per epoch, from the recipe's train_log.txt."""
+    import re
+
+    text = (out / "train_log.txt").read_text()
+    return [float(v) for v in re.findall(rf"^epoch: \d+.*? {stage} {term}: ([-0-9.e+]+)", text, flags=re.M)]
+
+
+def assert_objective_falls(out, term="rec"):
+    """The interpreter learned its own objective: on the validation clips, lower after training than after
+    the first epoch (a broken method, e.g. no gradient reaching psi or a sign error, does not)."""
+    values = logged(out, "valid", term)
+    assert (
+        len(values) >= 3
+        and all(b < a for a, b in zip(values[:-1], values[1:], strict=True))
+        and values[-1] < 0.97 * values[0]
+    ), values
 
 
 def test_piq_debug_on_synthetic_then_test_only_reproduces(synthetic_data, synthetic_classifier, tmp_path):
@@ -28,9 +49,11 @@ def test_piq_debug_on_synthetic_then_test_only_reproduces(synthetic_data, synthe
         "--signal_length_s",
         "1",
         *PIQ_TINY,
+        *LEARNS,
     ]
     run_recipe(INTERPRET / "train_piq.py", INTERPRET / "hparams" / "piq.yaml", *args, "--debug", "--debug_persistently")
     first, summary = check_interpreter_outputs(out, n_clips=3, n_samples=16000)
+    assert_objective_falls(out)
     # ground truth exists for synthetic scenes: localization and SI-SNR are reported
     assert 0.0 <= first["relevance_mass_accuracy"] <= 1.0 and 0.0 <= first["localization_auc"] <= 1.0
     assert "SI-SNR" in summary
@@ -59,8 +82,10 @@ def test_piq_debug_on_real_esc10(esc10_data, esc10_classifier, tmp_path):
         "2",
         "--debug",
         *PIQ_TINY,
+        *LEARNS,
     )
     result, summary = check_interpreter_outputs(out, n_clips=4, n_samples=80000)
+    assert_objective_falls(out)
     assert "SI-SNR" not in summary or "nan" in summary.lower()  # no ground truth for real clips
     assert 0.0 <= result["fid_in"] <= 1.0
 
@@ -196,8 +221,17 @@ def test_export_round_trip_from_a_local_folder_and_a_local_hub_cache(
 
 
 def test_trained_piq_localizes_better_than_random_and_all_ones_masks(tmp_path):
-    """On synthetic scenes with known event masks, PIQ's masks point at the events."""
+    """On synthetic scenes with known event masks, PIQ's masks point at the events, and so does the
+    model-independent input-magnitude control: PIQ is trained towards the thresholded input, so its
+    localization says nothing about the classifier (its masks follow the input's level)."""
+    import soundfile as sf
+    from speechbrain.lobes.models.ECAPA_TDNN import Classifier
+    from speechbrain.lobes.models.PIQ import Conv2dEncoder_v2
+
     from common.data.synthetic import load_ground_truth, make_synthetic_esc50
+    from common.features import Log1pSpectrogram
+    from common.interpreters.baselines import InputMagnitude
+    from common.models import AudioClassifier
 
     data = tmp_path / "data"
     make_synthetic_esc50(data, n_classes=3, clips_per_class=10, duration_s=2.0, snr_db=10.0, seed=7)
@@ -234,28 +268,61 @@ def test_trained_piq_localizes_better_than_random_and_all_ones_masks(tmp_path):
     gt = torch.stack([torch.from_numpy(load_ground_truth(data, r["id"])["mask"]).float() for r in rows])
     target = torch.zeros(len(rows), dtype=torch.long)
     suite = EvaluationSuite(["relevance_mass_accuracy", "localization_auc"])
+    # the controls' scores need no classifier pass, only its front end's silence (piq.yaml's front end)
+    front_end = Log1pSpectrogram(sample_rate=16000, n_fft=1024, hop_length=11.6099, win_length=23.2199)
+    stand_in = AudioClassifier(front_end, Conv2dEncoder_v2(8), Classifier(8, out_neurons=3), 30)
     baselines = {}
     for name, saliency in {
         "all-ones": torch.ones_like(gt),
         "random": torch.rand(gt.shape, generator=torch.Generator().manual_seed(0)),
     }.items():
-        scores = suite.evaluate(None, gt, Explanation(saliency, saliency, target), ground_truth=gt)
+        scores = suite.evaluate(stand_in, gt, Explanation(saliency, saliency, target), ground_truth=gt)
         baselines[name] = {k: float(torch.nan_to_num(v, nan=0.5).mean()) for k, v in scores.items()}
-    for name, base in baselines.items():
+    control = InputMagnitude(stand_in)  # on the same clips; it reads no weights
+    wavs = torch.stack([torch.from_numpy(sf.read(data / "audio" / f"{r['id']}.wav", dtype="float32")[0]) for r in rows])
+    X = front_end(wavs / wavs.abs().amax(dim=1, keepdim=True))
+    magnitude = control.attribute(X)
+    scores = suite.evaluate(stand_in, X, Explanation(magnitude, magnitude / magnitude.amax(), target), ground_truth=gt)
+    baselines["input magnitude"] = {k: float(torch.nan_to_num(v, nan=0.5).mean()) for k, v in scores.items()}
+    for name in ("all-ones", "random"):
+        base = baselines[name]
         assert piq_rma > base["relevance_mass_accuracy"], (name, float(piq_rma), base)
         assert piq_auc > base["localization_auc"] + 0.02, (name, float(piq_auc), base)
+    # the control, which never reads the classifier, localizes at least as well as PIQ does
+    magnitude_auc = baselines["input magnitude"]["localization_auc"]
+    assert magnitude_auc > baselines["random"]["localization_auc"] + 0.02, baselines
+    assert magnitude_auc >= float(piq_auc) - 0.05, (float(piq_auc), baselines)
+
+
+def published_psi_state(seed=0):
+    """A state dict laid out as speechbrain/PIQ-ESC50's psi_model.ckpt (VectorQuantizedPSI_Audio, dim 256,
+    K 1024, adapter with reduced dim), written out here rather than taken from the lobe the YAML builds."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"codebook.embedding.weight": (1024, 256), "down.weight": (256, 256, 4, 4), "down.bias": (256,)}
+    shapes.update({"up.weight": (256, 256, 4, 4), "up.bias": (256,)})
+    convs = {"adapter.block.0": (256, 256, 3, 3), "adapter.block.3": (256, 256, 1, 1), "decoder.0": (256, 256, 3, 3)}
+    convs.update({f"decoder.{i}": (256, 256, 4, 4) for i in (3, 6, 9)})
+    for name, shape in convs.items():
+        shapes.update({f"{name}.weight": shape, f"{name}.bias": (256,)})
+    shapes.update({"decoder.12.weight": (256, 1, 12, 12), "decoder.12.bias": (1,)})
+    state = {k: torch.randn(v, generator=g) * 0.05 for k, v in shapes.items()}
+    for bn in ("adapter.block.1", "adapter.block.4", "decoder.2", "decoder.5", "decoder.8", "decoder.11"):
+        state.update({f"{bn}.weight": 1 + 0.1 * torch.randn(256, generator=g), f"{bn}.bias": torch.zeros(256)})
+        state.update({f"{bn}.running_mean": torch.zeros(256), f"{bn}.running_var": 1 + torch.rand(256, generator=g)})
+        state[f"{bn}.num_batches_tracked"] = torch.tensor(1000)
+    return state
 
 
 def test_speechbrains_published_piq_layout_loads_through_the_hub_code_path(tmp_path, monkeypatch):
-    """speechbrain/PIQ-ESC50's files (SpeechBrain's lobes and file names), served offline from a local hub cache."""
+    """speechbrain/PIQ-ESC50's files (SpeechBrain's lobes and file names, full size), served offline from a
+    local hub cache, explain a 5-s clip with SpeechBrain's geometry: the decoder's 417 frames are the clip's
+    first 417 (train_piq.py crops X to them), not stretched over its 431."""
     from common.inference import PretrainedInterpreter
     from common.recipe import load_hparams
 
     hparams_file = INTERPRET / "hparams" / "inference_piq_speechbrain.yaml"
     published = load_hparams(hparams_file)
-    psi_state = published["psi"].state_dict()
-    assert tuple(psi_state["codebook.embedding.weight"].shape) == (1024, 256)  # K keys of the 256-d hidden map
-    assert tuple(psi_state["down.weight"].shape) == (256, 256, 4, 4) and "adapter.block.1.weight" in psi_state
+    psi_state = published_psi_state()
     cache = tmp_path / "hub"
 
     def cached_repo(repo, files):
@@ -282,14 +349,21 @@ def test_speechbrains_published_piq_layout_loads_through_the_hub_code_path(tmp_p
     cached_repo("speechbrain/cnn14-esc50", {"label_encoder.txt": lambda p: p.write_text(labels)})
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     interp = PretrainedInterpreter.from_hparams(
-        source="speechbrain/PIQ-ESC50", hparams_file=hparams_file, savedir=str(cache), overrides={"signal_length_s": 1}
+        source="speechbrain/PIQ-ESC50", hparams_file=hparams_file, savedir=str(cache)
     )
-    assert torch.equal(interp.interpreter.psi.codebook.embedding.weight, psi_state["codebook.embedding.weight"])
-    wavs = torch.randn(1, 16000) * 0.1
+    loaded = interp.interpreter.psi.state_dict()
+    assert set(loaded) == set(psi_state) and all(torch.equal(loaded[k], v) for k, v in psi_state.items())
+    wavs = torch.randn(1, 5 * 16000, generator=torch.Generator().manual_seed(1)) * 0.1
     listenable, predicted, explanation = interp.interpret_batch(wavs)
-    assert listenable.shape == (1, 16000) and torch.isfinite(listenable).all()
-    assert predicted[0].startswith("class") and explanation.mask.shape == interp.classifier.features(wavs).shape
-    assert 0.0 <= explanation.mask.min() and explanation.mask.max() <= 1.0
+    X = interp.classifier.features(wavs)
+    assert X.shape == (1, 431, 513) and explanation.mask.shape == X.shape
+    assert listenable.shape == (1, 5 * 16000) and torch.isfinite(listenable).all() and predicted[0].startswith("class")
+    with torch.no_grad():  # the lobe's own output, as SpeechBrain's interpret_computation_steps uses it
+        hidden, logits = interp.classifier.hidden_and_logits(X)
+        xhat = torch.sigmoid(interp.interpreter.psi(hidden, logits.argmax(-1))[0].squeeze(1))
+    assert xhat.shape == (1, 417, 513)
+    assert torch.allclose(explanation.mask[:, :417], xhat, atol=1e-6)  # frame i is frame i: no 417 -> 431 stretch
+    assert torch.all(explanation.mask[:, 417:] == 0)  # the decoder does not reach the last 14 frames
 
 
 def test_piq_explains_the_target_it_is_given_not_the_prediction():

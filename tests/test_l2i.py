@@ -1,5 +1,7 @@
 """L2I's parts: psi, relevance, the NMF mask, its loss terms, layer hooks, loading a dictionary."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -98,8 +100,10 @@ def test_loss_terms_train_psi_and_theta_only():
     assert torch.allclose(terms["rec"], ((torch.einsum("fk,bkt->btf", W, H) - frozen.X) ** 2).mean(), atol=1e-6)
     assert torch.allclose(terms["sparsity"], H.abs().mean())
     p_theta = interpreter.theta(H)
-    ce = -(F.softmax(frozen.logits, -1) * torch.log(p_theta + 1e-10)).sum(-1).mean()
-    assert torch.allclose(terms["fidelity"], ce, atol=1e-6)
+    # SpeechBrain's train_l2i.py: (softmax(classification_out / classifier_temp) * -log(theta_out)).mean(),
+    # classification_out being the cosine head's output (logits / 30); classifier_temp 1 by default
+    loss_fdi = (F.softmax(frozen.logits / 30 / 1.0, dim=1) * -torch.log(p_theta)).mean()
+    assert torch.allclose(terms["fidelity"], loss_fdi, atol=1e-6)
     sum(terms.values()).backward()
     assert all(p.grad is not None for p in interpreter.psi.parameters())
     assert interpreter.theta.hard_att.weight.grad is not None
@@ -162,3 +166,33 @@ def test_nmf_dictionary_loads_speechbrains_layout_and_refuses_others(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match=r"nmf_decoder\.ckpt.*train_nmf\.py"):
         load_nmf_dictionary(decoder, tmp_path / "empty", tmp_path / "c3")
+
+
+def test_fidelity_is_speechbrains_mean_over_classes_at_its_temperature():
+    """Pinned against SpeechBrain's expression by hand: a mean (not a sum) over the classes of
+    softmax(cos / 0.01) * -log theta, for the conv2d recipe's cosine head and temperature."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    from tests.conftest import INTERPRET
+
+    temps = {}
+    for name in ("l2i_conv2d", "l2i_cnn14"):
+        line = next(
+            x
+            for x in (INTERPRET / "hparams" / f"{name}.yaml").read_text().splitlines()
+            if x.startswith("classifier_temp:")
+        )
+        temps[name] = load_hyperpyyaml(line)["classifier_temp"]
+    assert temps == {"l2i_conv2d": 0.01, "l2i_cnn14": 1}  # SpeechBrain's l2i_conv2d.yaml / l2i_cnn14.yaml
+    classifier, interpreter = conv2d_l2i(n_classes=4)
+    interpreter.classifier_temp = 0.01
+    cos = torch.tensor([[0.30, 0.25, -0.10, 0.05], [-0.2, 0.1, 0.12, 0.0]])
+    theta = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.2, 0.3, 0.4, 0.1]])
+    # by hand, clip 0: softmax(cos / 0.01) = e^(30, 25, -10, 5) / sum
+    w0 = torch.tensor([1.0, math.exp(-5), math.exp(-40), math.exp(-25)])
+    w0 = w0 / w0.sum()
+    w1 = torch.tensor([math.exp(-32), math.exp(-2), 1.0, math.exp(-12)])
+    w1 = w1 / w1.sum()
+    by_hand = ((w0 * -theta[0].log()).sum() + (w1 * -theta[1].log()).sum()) / (2 * 4)
+    got = interpreter.fidelity(cos * classifier.logit_scale, theta)
+    assert torch.allclose(got, by_hand, rtol=1e-5), (float(got), float(by_hand))

@@ -241,10 +241,53 @@ def test_fit_drsa_keeps_u_orthonormal_raises_the_objective_and_recovers_planted_
     assert float(drsa_objective(U, acts, ctxs, 2)) > float(drsa_objective(torch.cat(bases, 1), acts, ctxs, 2)) * 0.98
 
 
-def test_fit_drsa_with_positions_and_a_partial_basis():
+def mixed_clips(n_clips=60, n_positions=4, dim=8, n_concepts=2, seed=5):
+    """(N, P, D) pairs where every clip holds every concept, each at its own positions (c = P_m a there).
+
+    As in a clip with several sources: each position's relevance lies in one subspace, each clip's in all.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    basis = random_orthogonal(dim, dim, generator=generator)
+    d = dim // n_concepts
+    bases = [basis[:, k * d : (k + 1) * d] for k in range(n_concepts)]
+    acts = torch.randn(n_clips, n_positions, dim, generator=generator)
+    concept = torch.arange(n_positions).remainder(n_concepts).expand(n_clips, -1)
+    projections = torch.stack([b @ b.T for b in bases])
+    ctxs = torch.einsum("npd,npde->npe", acts, projections[concept])
+    return acts, ctxs, bases
+
+
+def test_fit_drsa_takes_each_position_as_a_data_point_as_the_paper_does():
+    # Chormai et al. (and p16i/drsa-demo) fit on one (a, c) row per spatial location. When every clip holds
+    # every concept, summing a clip's positions first leaves nothing to separate: only positions recover them.
+    acts, ctxs, bases = mixed_clips()
+    options = {"n_restarts": 3, "n_steps": 100, "lr": 0.5, "seed": 11}
+    U, history = fit_drsa(acts, ctxs, 2, **options)  # (N, P, D), the default
+    flat_U, flat_history = fit_drsa(acts.flatten(0, 1), ctxs.flatten(0, 1), 2, **options)
+    assert torch.allclose(U, flat_U) and history == pytest.approx(flat_history)
+    assert float(drsa_objective(U, acts, ctxs, 2)) == pytest.approx(
+        float(drsa_objective(U, acts.flatten(0, 1), ctxs.flatten(0, 1), 2)), rel=1e-6
+    )
+    clip_U, _ = fit_drsa(acts, ctxs, 2, points="clips", **options)
+    random_mean = (
+        sum(
+            subspace_alignment(random_orthogonal(8, 8, generator=torch.Generator().manual_seed(s)), 2, bases)
+            for s in range(100, 120)
+        )
+        / 20
+    )
+    assert subspace_alignment(U, 2, bases) > 0.95
+    assert subspace_alignment(clip_U, 2, bases) < random_mean + 0.1  # the per-clip variant does not find them
+    with pytest.raises(ValueError, match="points='pixels'"):
+        fit_drsa(acts, ctxs, 2, points="pixels")
+
+
+def test_fit_drsa_with_clips_as_points_and_a_partial_basis():
     acts, ctxs, bases = planted_concepts(n_samples=240, dim=8, n_concepts=2)
-    # (N, P, D): 4 positions per sample, the sample's relevance sums over them
-    U, history = fit_drsa(acts.view(60, 4, 8), ctxs.view(60, 4, 8), 2, subspace_dim=2, n_restarts=1, n_steps=30)
+    # (N, P, D) with points="clips": 4 positions per sample, the sample's relevance sums over them
+    U, history = fit_drsa(
+        acts.view(60, 4, 8), ctxs.view(60, 4, 8), 2, subspace_dim=2, n_restarts=1, n_steps=30, points="clips"
+    )
     assert U.shape == (8, 4) and torch.allclose(U.T @ U, torch.eye(4), atol=1e-5)
     assert history[-1] >= history[0]
     with pytest.raises(ValueError, match="do not fit in the layer's D=8 channels"):
@@ -315,6 +358,8 @@ def test_flipping_orders_of_concept_heatmaps():
 
 class LinearScore(nn.Module):
     """logits[:, 0] = sum(W * X): the exact contribution of each bin is W * X."""
+
+    silence = 0.0
 
     def __init__(self, weight):
         super().__init__()
@@ -410,7 +455,7 @@ def test_train_drsa_recipe_writes_subspaces_tables_figures_and_concept_audio(tin
         *("--download", "False", "--genres", "[hiphop, metal]", "--out_n_neurons", "2"),
         *("--channels", "[4, 8]", "--head_hidden", "8", "--drsa_layer", "features.6", "--n_concepts", "2"),
         *("--drsa_classes", "[hiphop]", "--n_positions", "8", "--n_random", "1", "--n_examples", "1"),
-        *("--fit_options", "{n_restarts: 1, n_steps: 5}", "--flip_patch", "[13, 16]", "--flip_steps", "4"),
+        *("--fit_options", "{n_restarts: 3, n_steps: 30, lr: 0.5}", "--flip_patch", "[13, 16]", "--flip_steps", "4"),
     ]
     env = {"OMP_NUM_THREADS": "1"}
     run_recipe(recipe / "train_drsa.py", recipe / "hparams" / "drsa_cnn.yaml", *args, env=env)
@@ -425,6 +470,24 @@ def test_train_drsa_recipe_writes_subspaces_tables_figures_and_concept_audio(tin
         assert 0.0 <= float(summary[method]["separation"]) <= 1.0
         assert all(math.isfinite(float(summary[method][f"aupc_{o}"])) for o in ("positive", "max", "concepts"))
     assert math.isfinite(float(summary["lrp"]["aupc"])) and 0 <= float(summary["lrp"]["deletion_auc"]) <= 1
+    # the saved U is the optimum of the paper's objective on the training segments' positions: it is that
+    # objective, re-computed here on the same pairs, and beats random subspaces on it
+    hparams, _, _, _ = setup_experiment([str(recipe / "hparams" / "drsa_cnn.yaml"), *map(str, args)])
+    from common.concept_analysis import batch_spectrograms, class_loader
+
+    datasets = prepare_explained_classifier(hparams)
+    index = hparams["label_encoder"].lab2ind["hiphop"]
+    batches = [
+        (X, torch.full((len(X),), index))
+        for X in (batch_spectrograms(hparams["classifier"].eval(), b)[1] for b in class_loader(
+            datasets["train"], "hiphop", hparams["batch_size"], None))
+    ]  # fmt: skip
+    acts, ctxs = collect_drsa_pairs(hparams["lrp"], batches, "features.6", n_positions=8)
+    saved = torch.load(out / "save" / "drsa" / "hiphop.pt", weights_only=True)["objective"]
+    assert float(drsa_objective(U, acts, ctxs, 2)) == pytest.approx(saved, rel=1e-3)
+    randoms = [float(drsa_objective(random_orthogonal(8, 8, torch.Generator().manual_seed(s)), acts, ctxs, 2))
+               for s in range(10)]  # fmt: skip
+    assert saved > max(randoms), (saved, randoms)
     (example,) = (out / "examples" / "hiphop").iterdir()
     assert (example / "concepts.png").stat().st_size > 1000
     for name in ("original", "concept_0", "concept_1"):

@@ -7,6 +7,7 @@ checkpoints, so a later evaluation run maps labels the same way.
 """
 
 import json
+import logging
 from pathlib import Path
 
 import speechbrain as sb
@@ -17,11 +18,16 @@ from common.data.segments import segment_entries
 from common.errors import DataError
 from common.io import atomic_path
 
+logger = logging.getLogger(__name__)
 
-def build_label_encoder(manifest_paths, out_n_neurons, save_path=None):
+
+def build_label_encoder(manifest_paths, out_n_neurons, save_path=None, fewer_outputs_ok=False):
     """Map class names to indices (ESC-50 target ids, else their rank).
 
     A saved encoder at ``save_path`` is reused (and checked against the data).
+    More classes than ``out_n_neurons`` are an error unless ``fewer_outputs_ok``
+    (an interpreter explains a given classifier's outputs; the labels only name
+    the clips' true classes, and those ranked past its outputs are never predicted).
     """
     targets = {}
     for path in manifest_paths:
@@ -40,8 +46,17 @@ def build_label_encoder(manifest_paths, out_n_neurons, save_path=None):
         return encoder
     ordered = sorted(targets.items(), key=lambda kv: kv[1])
     if len(ordered) > out_n_neurons:
-        raise DataError(
-            f"The data has {len(ordered)} classes but out_n_neurons={out_n_neurons}; set --out_n_neurons {len(ordered)}."
+        if not fewer_outputs_ok:
+            raise DataError(
+                f"The data has {len(ordered)} classes but out_n_neurons={out_n_neurons}; "
+                f"set --out_n_neurons {len(ordered)}."
+            )
+        logger.warning(
+            "The data has %d classes but the classifier only %d outputs: %s can never be predicted "
+            "(they name true classes in the tables only).",
+            len(ordered),
+            out_n_neurons,
+            [label for label, _ in ordered[out_n_neurons:]],
         )
     use_targets = max(t for _, t in ordered) < out_n_neurons
     for rank, (label, target) in enumerate(ordered):
@@ -51,6 +66,17 @@ def build_label_encoder(manifest_paths, out_n_neurons, save_path=None):
         with atomic_path(save_path) as tmp:
             encoder.save(tmp)
     return encoder
+
+
+def output_label(label_encoder, index):
+    """The class name of a classifier output, or ``"output <i> (no class)"`` for an output that no class
+    of the data maps to (out_n_neurons above the data's classes, e.g. ESC-10 with 50 outputs)."""
+    return label_encoder.ind2lab.get(int(index), f"output {int(index)} (no class)")
+
+
+def output_labels(label_encoder, n_outputs):
+    """The class name of each of ``n_outputs`` classifier outputs; None for one no class maps to."""
+    return [label_encoder.ind2lab.get(i) for i in range(n_outputs)]
 
 
 def label_pipeline_for(label_encoder):

@@ -24,7 +24,7 @@ class InputMagnitude(Interpreter):
     """
 
     def attribute(self, X, target=None, **kwargs):
-        return (X.detach() - silence_of(self.classifier)).abs()
+        return (X.detach() - silence_of(self.classifier, X)).abs()
 
 
 @INTERPRETERS.register("random")

@@ -13,11 +13,11 @@ built directly (``!new:common.interpreters.components.TimeMelGrid``):
   felzenszwalb), as ``lime_image`` segments a picture.
 
 A removed component takes the value of a baseline: ``silence`` (the default:
-the classifier's ``silence``, what its front end makes of a bin with no
-energy: 0 for log1p, the z-scored power floor for a dB front end), ``zeros``
-(the number 0, which is silence only for a log1p front end), ``minimum`` (the
-clip's own minimum: its quietest bin, which is louder than silence when the
-clip has no silent bin), ``mean`` (each component's own mean,
+``classifier.silence(X)``, what its front end makes of a bin with no energy
+in that clip: 0 for log1p, the clip's ``top_db`` floor for a dB front end),
+``zeros`` (the number 0, which is silence only for a log1p front end),
+``minimum`` (the clip's own minimum: its quietest bin, louder than silence
+when the clip has no silent bin), ``mean`` (each component's own mean,
 ``lime_image``'s ``hide_color=None``; the clip's mean when no components are
 given) or ``noise`` (Gaussian noise with the clip's mean and standard
 deviation, seeded).
@@ -195,7 +195,7 @@ def component_means(X, components):
 def make_baseline(name, X, components=None, seed=0, classifier=None):
     """The (B, T, F) input that stands for "removed" under baseline ``name`` (see the module doc).
 
-    A number is a constant baseline; ``silence`` reads ``classifier.silence``.
+    A number is a constant baseline; ``silence`` reads ``classifier.silence(X)``.
     """
     if isinstance(name, int | float) and not isinstance(name, bool):
         return torch.full_like(X, float(name))
@@ -203,7 +203,7 @@ def make_baseline(name, X, components=None, seed=0, classifier=None):
     if name == "silence":
         if classifier is None:
             raise ConfigError("the `silence` baseline needs the classifier whose front end defines silence")
-        return torch.full_like(X, silence_of(classifier))
+        return silence_of(classifier, X).expand_as(X).clone()
     if name == "zeros":
         return torch.zeros_like(X)
     if name == "minimum":

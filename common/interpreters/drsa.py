@@ -6,19 +6,32 @@ concept, by finding K orthogonal subspaces of the activations at one layer.
 At a layer with activation vectors a (one per spatial position, D channels)
 LRP gives relevance R (from the layers above); the context vector is
 c = R / a (element-wise), so R = a * c. For an orthonormal U = [U_1 .. U_K]
-(D x K*d), the relevance of subspace k in sample n is
+(D x K*d), the relevance of subspace k at data point n is
 
-    R_k(n) = sum over the sample's positions of (U_k^T a)^T (U_k^T c)
+    R_k(n) = (U_k^T a_n)^T (U_k^T c_n)
 
-and DRSA maximises over U the soft-min over subspaces of the soft-max over
-samples of the positive subspace relevance, both power means:
+where, as in the paper and its code (p16i/drsa-demo: ``obj_drsa`` on
+(activation, context) rows gathered from 20 random spatial locations per
+image), **each spatial position of each clip is one data point**
+(``points="positions"``, the default). ``points="clips"`` instead sums a
+clip's R_k over its positions first, one data point per clip (kept as an
+option; measured in the README's GTZAN/drsa section). DRSA maximises over U
+the soft-min over subspaces of the soft-max over data points of the positive
+subspace relevance, both power means:
 
     J(U) = M_{p_min}over k( M_{p_max}over n( max(0, R_k(n)) ) ),  M_p(x) = (mean x^p)^(1/p),
 
 p_min = 0.5 (soft-min: every subspace must carry relevance) and p_max = 2
-(soft-max: a subspace may be relevant for few samples only), by gradient
-ascent with a re-orthogonalisation (polar projection) after every step and
-several random restarts, keeping the best.
+(soft-max: a subspace may be relevant for few points only); this is the
+reference's ``softmax_p(ord=2)`` over points and ``softmin_p(ord=2)``
+(= M_{1/2}) over subspaces. Optimisation: gradient ascent with a
+re-orthogonalisation (polar projection, U (U^T U)^{-1/2}, as the reference's
+``decorrelate``) after every step and several random restarts, keeping the
+best (the reference: 3). Deviation: the reference adds the raw gradient
+(step 1) for 5000 steps; here the step is normalised (so it does not depend
+on the data's scale) and shrinks linearly, which converges in a few hundred
+steps; the data are rescaled to unit RMS, which leaves the argmax unchanged
+(J is homogeneous in (a, c)).
 
 The sub-explanation of concept k propagates the layer relevance
 a * (U_k U_k^T c) (per position) down to the input with the same LRP rules.
@@ -88,19 +101,28 @@ def power_mean(x, p, dim):
     return x.clamp(min=TINY).pow(p).mean(dim=dim).pow(1.0 / p)
 
 
-def _as_samples(acts, ctxs):
+POINTS = ("positions", "clips")
+
+
+def _as_samples(acts, ctxs, points="positions"):
+    """(N', P', D) with one data point per row of the first axis: P' = 1 for ``positions``, P for ``clips``."""
     if acts.shape != ctxs.shape:
         raise ValueError(f"activations {tuple(acts.shape)} and contexts {tuple(ctxs.shape)} must have the same shape")
-    if acts.ndim == 2:  # one position per sample
+    if points not in POINTS:
+        raise ValueError(f"points={points!r}: use 'positions' (each position a data point, the paper's) or 'clips'")
+    if acts.ndim == 2:  # rows are the data points already
         return acts[:, None], ctxs[:, None]
     if acts.ndim != 3:
         raise ValueError(f"expected (N, D) or (N, P, D) activations, got {tuple(acts.shape)}")
+    if points == "positions":
+        return acts.reshape(-1, 1, acts.shape[2]), ctxs.reshape(-1, 1, ctxs.shape[2])
     return acts, ctxs
 
 
-def subspace_relevance(U, acts, ctxs, n_concepts):
-    """R_k(n) (N, K): relevance of each subspace per sample, summed over the sample's positions."""
-    acts, ctxs = _as_samples(acts, ctxs)
+def subspace_relevance(U, acts, ctxs, n_concepts, points="positions"):
+    """R_k(n) (N', K) per data point: a position (N' = N * P, the paper's) or, with ``points="clips"``, a clip
+    (N' = N, the clip's positions summed)."""
+    acts, ctxs = _as_samples(acts, ctxs, points)
     N, P, _ = acts.shape
     projected = (acts @ U) * (ctxs @ U)  # (N, P, K*d): (u^T a)(u^T c) per column u
     return projected.view(N, P, n_concepts, -1).sum(dim=(1, 3))
@@ -111,12 +133,12 @@ def _position_moments(acts, ctxs):
     return acts.transpose(1, 2) @ ctxs
 
 
-def drsa_objective(U, acts, ctxs, n_concepts, p_min=0.5, p_max=2.0, moments=None):
-    """J(U): power mean p_min over subspaces of the power mean p_max over samples of max(0, R_k(n))."""
+def drsa_objective(U, acts, ctxs, n_concepts, p_min=0.5, p_max=2.0, moments=None, points="positions"):
+    """J(U): power mean p_min over subspaces of the power mean p_max over data points of max(0, R_k(n))."""
     if moments is not None:
         R = ((moments @ U) * U).sum(dim=1).view(moments.shape[0], n_concepts, -1).sum(dim=2)
     else:
-        R = subspace_relevance(U, acts, ctxs, n_concepts)
+        R = subspace_relevance(U, acts, ctxs, n_concepts, points)
     return power_mean(power_mean(R.clamp(min=0), p_max, dim=0), p_min, dim=0)
 
 
@@ -147,11 +169,14 @@ def fit_drsa(
     n_steps=200,
     lr=0.05,
     seed=0,
+    points="positions",
 ):
     """Learn U (D, K*d) with orthonormal columns maximising the DRSA objective.
 
-    ``acts``/``ctxs``: (N, D) (each row a sample) or (N, P, D) (a sample's
-    relevance sums over its P positions). ``subspace_dim`` d defaults to
+    ``acts``/``ctxs``: (N, D) (each row a data point) or (N, P, D) (P
+    positions of N clips): with ``points="positions"`` (the paper's) each of
+    the N * P positions is a data point; with ``points="clips"`` each clip
+    is, its relevance summed over its positions. ``subspace_dim`` d defaults to
     D // K. Each step moves U along the gradient with a step of ``lr`` per
     column (the gradient normalised, so the step does not depend on the
     data's scale; shrinking linearly to ``lr``/10) and projects it back onto
@@ -159,7 +184,7 @@ def fit_drsa(
     objective wins. Returns (U, history): history lists the winning run's
     objective at the start and after every step.
     """
-    acts, ctxs = _as_samples(acts.detach(), ctxs.detach())
+    acts, ctxs = _as_samples(acts.detach(), ctxs.detach(), points)
     N, P, D = acts.shape
     if subspace_dim is None:
         subspace_dim = D // n_concepts
@@ -180,7 +205,8 @@ def fit_drsa(
         history = []
         for step in range(n_steps + 1):
             U = U.detach().requires_grad_(True)
-            objective = drsa_objective(U, acts64, ctxs64, n_concepts, p_min, p_max, moments=moments)
+            # the rows are the data points already (arranged by _as_samples): no second arrangement
+            objective = drsa_objective(U, acts64, ctxs64, n_concepts, p_min, p_max, moments, points="clips")
             history.append(float(objective.detach()) * float(scale))
             if step == n_steps:
                 break

@@ -6,9 +6,14 @@ L2I explains a frozen classifier f through a non-negative dictionary W
 * psi reads f's hidden layers and predicts time activations H >= 0 (K x T);
 * theta (attention pooling over time, then a linear layer) reproduces f's
   decision from H alone;
-* loss = alpha ||log1p|X| - W H||^2 + beta |H|_1 + CE(softmax f(X), theta(H)),
-  the reconstruction, sparsity and classifier-to-theta fidelity terms of the
-  paper (W stays fixed);
+* loss = alpha ||log1p|X| - W H||^2 + beta |H|_1 + fidelity, the
+  reconstruction, sparsity and classifier-to-theta fidelity terms of the
+  paper (W stays fixed). The fidelity term is SpeechBrain's train_l2i.py
+  exactly: ``mean over clips and classes of softmax(s / classifier_temp) *
+  -log theta(H)``, with s the head's own scores (cosines for the conv2d
+  recipe's ECAPA head, temperature 0.01; logits for Cnn14's linear head,
+  temperature 1). The mean over classes (not a cross-entropy's sum) keeps it
+  at SpeechBrain's weight relative to alpha = 10 and beta = 0.8;
 * for the class c predicted by f, component k is relevant when
   r_k = theta_{c,k} z_k / max_j |theta_{c,j} z_j| (z = time-pooled H) passes
   ``relevance_th``; the interpretation is the soft mask
@@ -90,11 +95,13 @@ class L2IInterpreter(torch.nn.Module, Interpreter):
     nmf_decoder : speechbrain.lobes.models.L2I.NMFDecoderAudio holding W (kept fixed)
     relevance_th : float
         Components whose normalised relevance exceeds it make up the interpretation.
+    classifier_temp : float
+        SpeechBrain's temperature on the head's own scores (logits / ``logit_scale``) in the fidelity term.
     layers : list of str, optional
         Encoder submodules whose outputs psi reads (default: the classifier's hidden map).
     """
 
-    def __init__(self, classifier, psi, theta, nmf_decoder, relevance_th=0.2, layers=None):
+    def __init__(self, classifier, psi, theta, nmf_decoder, relevance_th=0.2, layers=None, classifier_temp=1.0):
         torch.nn.Module.__init__(self)
         Interpreter.__init__(self, classifier)
         self.psi = psi
@@ -102,6 +109,7 @@ class L2IInterpreter(torch.nn.Module, Interpreter):
         self.nmf_decoder = nmf_decoder.requires_grad_(False)  # the dictionary is learned beforehand
         self.relevance_th = relevance_th
         self.layers = list(layers) if layers else None
+        self.classifier_temp = float(classifier_temp)
 
     # -- the model -------------------------------------------------------------
     def activations(self, hidden, n_frames):
@@ -157,13 +165,23 @@ class L2IInterpreter(torch.nn.Module, Interpreter):
         H = self.activations(frozen.hidden, spec.shape[1])
         reconstruction = self.nmf_decoder(H).transpose(1, 2)  # W H, (B, T, F_stft)
         theta_probs = self.theta(H)
-        classifier_probs = F.softmax(frozen.logits, dim=-1)
         terms = {
             "rec": F.mse_loss(reconstruction, spec),
             "sparsity": H.abs().mean(),
-            "fidelity": -(classifier_probs * torch.log(theta_probs + EPS)).sum(dim=-1).mean(),
+            "fidelity": self.fidelity(frozen.logits, theta_probs),
         }
         return terms, self._explanation(H, frozen.target, theta_probs)
+
+    def fidelity(self, logits, theta_probs):
+        """SpeechBrain's ``(F.softmax(classification_out / classifier_temp, dim=1) * -log(theta_out)).mean()``.
+
+        ``classification_out`` there is the head's output before any margin scale, so the logits are
+        divided by the classifier's ``logit_scale`` first (30 for a cosine head: softmax(cos / 0.01), not
+        softmax(30 cos)). EPS guards log(0) only.
+        """
+        scores = logits / getattr(self.classifier, "logit_scale", 1.0)
+        target = F.softmax(scores / self.classifier_temp, dim=-1)
+        return (target * -torch.log(theta_probs + EPS)).mean()
 
     # -- the Interpreter verbs ---------------------------------------------------
     @torch.no_grad()

@@ -9,14 +9,28 @@ decision, the training loss is the paper's
         + reg_w_l1 * |M|_1 + reg_w_tv * TV(M)
 
 (the masked-in input must keep the decision, the masked-out input must lose
-it, the mask must be small and smooth). The optional fine-tuning term of the
+it, the mask must be small and smooth).
+
+Weights, against SpeechBrain's train_lmac.py: its CE terms are batch means, as
+here. Its sparsity terms are not: ``xhat.abs().mean((-1, -2, -3))`` on the
+(B, T, F) mask is the *batch* mean of the mask, multiplied by the (B,)
+not-guided indicator and summed, i.e. ``reg_w_l1 * n_unguided * mean(M)``;
+its TV is the batch's summed squared differences / (2 B), summed the same
+way. Without fine-tuning that is ``(reg_w * B) x`` the batch mean of the
+per-clip terms below, so the recipes weigh the L1 and TV terms
+``reg_w * speechbrain_batch_size`` (0.4 x 16 = 6.4 with SpeechBrain's
+lmac_cnn14.yaml), fixed rather than scaled with ``--batch_size`` (the one
+deviation, besides: with fine-tuning SpeechBrain's batch mean also counts the
+guided clips' masks; here only the not-guided clips' masks are penalised).
+The guidance term is SpeechBrain's ``(BCE * g_w * guided).mean()`` exactly. The optional fine-tuning term of the
 paper (L-MAC FT, ``guidance=True``) trains on contaminated inputs: for the
 clips whose masked-in spectrogram correlates with the clean one above
 ``crosscor_th``, the mask is also pulled towards the binarized clean
 spectrogram (BCE), and the sparsity terms apply to the other clips only.
 
-The masked input is ``M * X`` on the classifier's own grid, exactly what the
-shared suite scores. (SpeechBrain masks the linear log-STFT and re-applies
+The masked input is ``M * X`` on the classifier's own grid (in general
+``silence + M (X - silence)``, ``common.features.keep_masked``), exactly what
+the shared suite scores. (SpeechBrain masks the linear log-STFT and re-applies
 the mel filterbank; masking the classifier's input keeps the objective and
 the faithfulness metrics the same quantity.) For mel front-ends the
 listenable wav spreads M back over the STFT bins each band covers.
@@ -25,6 +39,7 @@ listenable wav spreads M back over the STFT bins each band covers.
 import torch
 import torch.nn.functional as F
 
+from common.features import keep_masked, silence_of
 from common.interpreters.base import Explanation, Interpreter
 from common.registry import INTERPRETERS
 
@@ -65,10 +80,11 @@ class LMACDecoder(torch.nn.Module):
 
 
 def total_variation(mask):
-    """Per clip (B,): mean squared difference between neighbouring bins, along time plus along frequency."""
-    along_time = (mask[:, 1:, :] - mask[:, :-1, :]).pow(2).flatten(1).mean(1)
-    along_freq = (mask[:, :, 1:] - mask[:, :, :-1]).pow(2).flatten(1).mean(1)
-    return along_time + along_freq
+    """Per clip (B,): SpeechBrain's ``tv_loss`` (power 2) per clip, i.e. the summed squared differences
+    between neighbouring bins, along time plus along frequency, halved (its batch mean is ``tv_loss``)."""
+    along_time = (mask[:, 1:, :] - mask[:, :-1, :]).pow(2).flatten(1).sum(1)
+    along_freq = (mask[:, :, 1:] - mask[:, :, :-1]).pow(2).flatten(1).sum(1)
+    return (along_time + along_freq) / 2
 
 
 def normalized_dot(a, b, eps=1e-8):
@@ -106,8 +122,9 @@ class LMACInterpreter(torch.nn.Module, Interpreter):
     def loss_terms(self, frozen):
         X, target = frozen.X, frozen.target
         mask = torch.sigmoid(self.mask_logits(X, frozen.hidden))
-        logits_in = self.classifier.logits(mask * X)
-        logits_out = self.classifier.logits((1 - mask) * X)
+        silence = silence_of(self.classifier, X)  # what the suite's mask-in / mask-out fill with
+        logits_in = self.classifier.logits(keep_masked(X, mask, silence))
+        logits_out = self.classifier.logits(keep_masked(X, 1 - mask, silence))
         ce_in = F.cross_entropy(logits_in, target)
         ce_out = F.cross_entropy(logits_out, target)
         per_clip_l1 = mask.abs().flatten(1).mean(1)

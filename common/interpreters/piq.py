@@ -9,6 +9,19 @@ mask. Training loss, as in the paper:
 
 (reconstruction of the thresholded input spectrogram, VQ, commitment).
 
+Mask geometry, as SpeechBrain's train_piq.py: the decoder's output frame
+(bin) i is the input's frame (bin) i, and X is cropped to the decoder's
+extent (``X_stft_logpower[:, :Tmax, :]``; the published lobe gives 417 of a
+5-s clip's 431 frames, all 513 bins), for the loss and its threshold alike.
+Stretching 417 frames onto 431 would drift by up to 14 frames (0.16 s) by the
+clip's end. The frames the decoder does not reach get mask 0 on X's grid
+(explained by nothing; SpeechBrain drops them from its masked inputs). The
+published lobe is always aligned so; ``PIQPsi``, which inverts the encoder's
+strides (416 x 512 of 431 x 513 for the conv2d encoder), is aligned so when its
+output is within one upsampling step of X's size on both axes, and otherwise (a
+ViT/FocalNet patch grid, whose map is not the spectrogram's layout) resized
+bilinearly onto X's grid.
+
 ``psi`` is either speechbrain's ``VectorQuantizedPSI_Audio`` lobe (the layout
 of the published speechbrain/PIQ-ESC50 interpreter) or ``PIQPsi`` below,
 which has the same codebook and adapter but a decoder that narrows its
@@ -19,7 +32,7 @@ CPU cores), this one at a few GFLOPs.
 
 import torch
 import torch.nn.functional as F
-from speechbrain.lobes.models.PIQ import ResBlockAudio, VQEmbedding, weights_init
+from speechbrain.lobes.models.PIQ import ResBlockAudio, VectorQuantizedPSI_Audio, VQEmbedding, weights_init
 
 from common.interpreters.base import Explanation, Interpreter
 from common.registry import INTERPRETERS
@@ -63,31 +76,52 @@ class PIQInterpreter(torch.nn.Module, Interpreter):
         self.psi = psi
         self.mask_th = mask_th
 
+    def aligned(self, X, logits, hidden_map):
+        """True when the decoder's output starts at X's first frame and bin (SpeechBrain's crop), not a resize."""
+        if isinstance(self.psi, VectorQuantizedPSI_Audio):
+            return True
+        # the decoder inverts the encoder's strides when X's size is its output's to within one upsampling step
+        cells = hidden_map.shape[-2:]
+        return all(abs(n - m) < m / c for n, m, c in zip(X.shape[-2:], logits.shape[-2:], cells, strict=True))
+
     def decode(self, X, hidden, target):
-        """Mask logits (B, T, F) on X's grid, and the VQ terms."""
-        logits, h_e, z_q = self.psi(self.classifier.hidden_map(hidden), target)
-        logits = F.interpolate(logits, size=X.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
+        """Mask logits (B, t, f) for X's first t frames and f bins (all of X when resized), and the VQ terms."""
+        hidden_map = self.classifier.hidden_map(hidden)
+        logits, h_e, z_q = self.psi(hidden_map, target)
+        if self.aligned(X, logits, hidden_map):
+            logits = logits[..., : X.shape[-2], : X.shape[-1]].squeeze(1)
+        else:
+            logits = F.interpolate(logits, size=X.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
         return logits, h_e, z_q
+
+    @staticmethod
+    def mask_on_grid(X, logits):
+        """sigmoid(logits) on X's grid; the frames/bins past the decoder's extent get 0."""
+        mask = torch.sigmoid(logits)
+        t, f = mask.shape[-2:]
+        return F.pad(mask, (0, X.shape[-1] - f, 0, X.shape[-2] - t))
 
     def loss_terms(self, frozen):
         """The paper's three terms, and the explanation, for one batch of FrozenOutputs."""
         X, target = frozen.X, frozen.target
         logits, h_e, z_q = self.decode(X, frozen.hidden, target)
-        peak = X.flatten(1).max(dim=1).values.view(-1, 1, 1)
-        target_mask = (X > self.mask_th * peak).to(X.dtype)
+        covered = X[:, : logits.shape[-2], : logits.shape[-1]]  # SpeechBrain's target_spec
+        peak = covered.flatten(1).max(dim=1).values.view(-1, 1, 1)
+        target_mask = (covered > self.mask_th * peak).to(X.dtype)
         terms = {
+            # SpeechBrain's -(m log(x + 1e-10) + (1 - m) log(1 - x + 1e-10)).mean(), on logits for stability
             "rec": F.binary_cross_entropy_with_logits(logits, target_mask),
             "vq": F.mse_loss(z_q, h_e.detach()),
             "commit": F.mse_loss(h_e, z_q.detach()),
         }
-        mask = torch.sigmoid(logits)
+        mask = self.mask_on_grid(X, logits)
         return terms, Explanation(saliency=mask, mask=mask, target=target)
 
     def attribute(self, X, target, hidden=None):
         if hidden is None:
             with torch.no_grad():
                 hidden = self.classifier.hidden(X)
-        return torch.sigmoid(self.decode(X, hidden, target)[0])
+        return self.mask_on_grid(X, self.decode(X, hidden, target)[0])
 
     def explain(self, wavs=None, X=None, target=None, hidden=None):
         if X is None:

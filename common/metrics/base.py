@@ -13,8 +13,9 @@ import torch
 
 from common.registry import METRICS
 
-# Classifier inputs a metric can ask for. "Removed" means set to the classifier's silence s
-# (``classifier.silence``: what a bin with no energy is; 0 for log1p, not 0 for z-scored dB):
+# Classifier inputs a metric can ask for. "Removed" means set to the clip's silence s
+# (``classifier.silence(X)``: what a bin with no energy is in that clip; 0 for log1p, the
+# top_db floor for z-scored dB, not 0):
 #   x        : X itself
 #   mask_in  : s + M (X - s), only the explanation kept (M X for log1p)
 #   mask_out : s + (1 - M)(X - s), the explanation removed

@@ -129,7 +129,7 @@ def flipping_order(heatmaps, patch, mode="positive"):
 def _fill_values(X, fill, classifier):
     """(B, 1, 1) value a removed patch takes: the classifier's ``silence``, a number, each clip's ``min`` or ``mean``."""
     if fill == "silence":
-        return torch.full((X.shape[0], 1, 1), silence_of(classifier), dtype=X.dtype, device=X.device)
+        return silence_of(classifier, X)
     if fill == "min":
         return X.amin(dim=(1, 2), keepdim=True)
     if fill == "mean":

@@ -2,7 +2,7 @@
 
 The suite builds the classifier inputs the chosen metrics need (X, X with
 only the explanation kept, X with it removed, the deletion and insertion
-curves; removed bins take the classifier's ``silence``), runs ``classifier.logits`` over
+curves; removed bins take each clip's ``classifier.silence(X)``), runs ``classifier.logits`` over
 their concatenation in chunks of ``batch_size`` (in eval mode, without
 gradients), applies one softmax, and lets each metric score the clips from
 these cached probabilities. Rows are built chunk by chunk, so the curves of a
@@ -105,7 +105,7 @@ class EvaluationSuite:
     def _blocks(self, X, mask, saliency, silence):
         """The classifier inputs the chosen metrics need, as lazily built blocks of rows.
 
-        Removed bins take the front end's ``silence`` (0 only for log1p front ends).
+        Removed bins take each clip's ``silence`` (B, 1, 1) (0 for log1p front ends).
         """
         B = X.shape[0]
         needs_curves = bool(self.needs & {"deletion", "insertion"})
@@ -113,15 +113,17 @@ class EvaluationSuite:
         if "x" in self.needs or needs_curves:
             blocks.append(_Block("x", B, lambda lo, hi: X[lo:hi]))
         if "mask_in" in self.needs:
-            blocks.append(_Block("mask_in", B, lambda lo, hi: keep_masked(X[lo:hi], mask[lo:hi], silence)))
+            blocks.append(_Block("mask_in", B, lambda lo, hi: keep_masked(X[lo:hi], mask[lo:hi], silence[lo:hi])))
         if "mask_out" in self.needs:
-            blocks.append(_Block("mask_out", B, lambda lo, hi: keep_masked(X[lo:hi], 1 - mask[lo:hi], silence)))
+            blocks.append(_Block("mask_out", B, lambda lo, hi: keep_masked(X[lo:hi], 1 - mask[lo:hi], silence[lo:hi])))
         if not needs_curves:
             return blocks
         # The curves share their ends: deletion step 0 and insertion step n_steps are X,
-        # deletion step n_steps and insertion step 0 are all silence, the same input for every
-        # clip, so one silent row serves the whole batch and only inner steps are built.
-        blocks.append(_Block("silence", 1, lambda lo, hi: torch.full_like(X[:1], silence)))
+        # deletion step n_steps and insertion step 0 are the clip's silence everywhere; when every
+        # clip has the same silence (log1p: 0) one silent row serves the whole batch. Only the
+        # inner steps are built per clip.
+        n_silent = 1 if bool((silence == silence[:1]).all()) else B
+        blocks.append(_Block("silence", n_silent, lambda lo, hi: silence[lo:hi].expand(-1, *X.shape[1:])))
         flat = X.flatten(1)
         rank = saliency_rank(saliency)
         counts = removal_counts(flat.shape[1], self.n_steps).to(device=X.device, dtype=torch.int32)
@@ -133,7 +135,7 @@ class EvaluationSuite:
             rank_rows, count = rank[clip], counts[step, None]
             # deletion silences the top bins, insertion everything but the top bins
             removed = rank_rows < count if deletion else rank_rows >= count
-            return flat[clip].masked_fill(removed, silence).view(-1, *X.shape[1:])
+            return torch.where(removed, silence.view(B, 1)[clip], flat[clip]).view(-1, *X.shape[1:])
 
         for key in ("deletion", "insertion"):
             if key in self.needs:
@@ -168,7 +170,7 @@ class EvaluationSuite:
     def _predictions(self, classifier, X, mask, saliency):
         """Logits and probabilities per cached input key, from one softmax over all rows."""
         tic = time.perf_counter()
-        blocks = self._blocks(X, mask, saliency, silence_of(classifier))
+        blocks = self._blocks(X, mask, saliency, silence_of(classifier, X))
         self._add_time("inputs", time.perf_counter() - tic)
         if not blocks:
             return {}, {}
@@ -193,7 +195,7 @@ class EvaluationSuite:
         for cache in (logits, probs):
             if "silence" not in cache:
                 continue
-            x, silent = cache["x"][None], cache.pop("silence").expand(1, B, -1)
+            x, silent = cache["x"][None], cache.pop("silence").expand(B, -1)[None]
             for key, first, last in (("deletion", x, silent), ("insertion", silent, x)):
                 if key in cache:
                     inner = cache[key].reshape(self.n_steps - 1, B, -1)

@@ -36,8 +36,9 @@ class AudioClassifier(torch.nn.Module):
         Independent sigmoid outputs (BirdSet) instead of one softmax.
     silence : float or None
         The value a spectrogram bin holding no energy takes. Front ends
-        declare it (``front_end.silence``); give it here only for a front end
-        that does not (e.g. ``nn.Identity`` over precomputed spectrograms).
+        declare it (``front_end.silence(X)``, per clip); give a constant here
+        only for a front end that does not (e.g. ``nn.Identity`` over
+        precomputed spectrograms).
 
     A transformers ConvNeXt (``model_type`` "convnext", one input channel) sees
     the spectrogram at its own resolution as a (freq, time) image, as
@@ -55,10 +56,15 @@ class AudioClassifier(torch.nn.Module):
         self.multilabel = bool(multilabel)
 
     # -- the interface ------------------------------------------------------
-    @property
-    def silence(self):
-        """What a bin with no energy is in X (None when undeclared); every removal of evidence fills with it."""
-        return self._silence if self._silence is not None else getattr(self.front_end, "silence", None)
+    def silence(self, X):
+        """(B, 1, 1): what a bin with no energy is in each clip of X (None when undeclared).
+
+        Every removal of evidence (metrics, perturbation baselines, flipping) fills with it.
+        """
+        if self._silence is not None:
+            return X.new_full((X.shape[0], 1, 1), self._silence)
+        declared = getattr(self.front_end, "silence", None)
+        return declared(X) if callable(declared) else None
 
     def features(self, wavs):
         """Waveforms (B, samples) -> spectrogram X (B, T, F) the model sees."""

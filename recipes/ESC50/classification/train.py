@@ -14,11 +14,11 @@ from speechbrain.utils.distributed import run_on_main
 from common.data.datasets import build_label_encoder, classification_datasets
 from common.data.esc50 import prepare_esc50_from_hparams
 from common.recipe import setup_experiment
-from common.training import BEST_KEY, ClassifierBrain, build_brain, fit_and_evaluate
+from common.training import BEST_KEY, ClassifierBrain, build_brain, fit_and_evaluate, load_pretrained_encoder
 
 
 def main(argv=None):
-    hparams, run_opts, _, _ = setup_experiment(argv)
+    hparams, run_opts, _, overrides = setup_experiment(argv)
     prepare_esc50_from_hparams(hparams)
     manifests = {s: hparams[f"{s}_annotation"] for s in ("train", "valid", "test")}
     label_encoder = build_label_encoder(
@@ -29,7 +29,7 @@ def main(argv=None):
 
     brain = build_brain(ClassifierBrain, hparams, run_opts)
     if not hparams["test_only"] and hparams["use_pretrained"] and hparams["checkpointer"].find_checkpoint() is None:
-        run_on_main(hparams["load_pretrained"], args=[hparams["embedding_model"]])
+        run_on_main(load_pretrained_encoder, args=[hparams, run_opts, overrides])
     fit_and_evaluate(brain, hparams, datasets, max_key=BEST_KEY)
 
 

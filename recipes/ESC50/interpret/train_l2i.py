@@ -10,13 +10,26 @@ import sys
 from pathlib import Path
 
 from common.interpreter_brain import run_interpreter_recipe
-from common.models.pretrained import load_nmf_dictionary
+from common.models.pretrained import load_nmf_dictionary, load_or_debug_fallback, recipe_command
 
 
-def load_dictionary(hparams):
+def load_dictionary(hparams, context):
     """The NMF dictionary W that L2I explains with (fixed during training)."""
-    source = hparams["pretrained_nmf"] if hparams["use_pretrained"] else hparams["nmf_source"]
-    load_nmf_dictionary(hparams["nmf_decoder"], source, Path(hparams["save_folder"]) / "nmf")
+    if hparams["use_pretrained"]:
+        source, files, make = hparams["pretrained_nmf"], hparams.get("pretrained_nmf_files"), None
+        requested = context.requested("pretrained_nmf", "use_pretrained")
+    else:
+        source, files, requested = hparams["nmf_source"], None, context.requested("nmf_source")
+        output = Path(source).parent if Path(source).name == "save" else source
+        make = recipe_command(hparams["nmf_hparams"], "train_nmf.py", hparams["data_folder"], output)
+    load_or_debug_fallback(
+        lambda: load_nmf_dictionary(
+            hparams["nmf_decoder"], source, Path(hparams["save_folder"]) / "nmf", files=files, make=make
+        ),
+        "NMF dictionary",
+        debug=context.debug,
+        requested=requested,
+    )
 
 
 if __name__ == "__main__":

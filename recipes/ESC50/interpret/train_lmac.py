@@ -13,7 +13,7 @@ from common.interpreter_brain import run_interpreter_recipe
 from common.models.pretrained import load_recipe_checkpoint
 
 
-def load_pretrained_decoder(hparams):
+def load_pretrained_decoder(hparams, context=None):
     """L-MAC FT starts from a trained L-MAC decoder; plain L-MAC starts from scratch."""
     if not hparams["finetuning"]:
         return
