@@ -212,14 +212,85 @@ def test_offline_hub_loading_fails_with_a_clear_message(tmp_path, monkeypatch):
 
 
 # --- recipes end to end --------------------------------------------------------------------------
-def _check_results(folder, tests=("POW", "PER")):
+TINY_OVERRIDES = {
+    "hidden_sizes": [8, 16, 24, 32],
+    "embedding_channels": 32,
+    "depths": [1, 1, 1, 1],
+    "n_mels": 64,
+    "batch_size": 4,
+    "out_n_neurons": 3,
+    "test_configs": ["POW", "PER"],
+}  # TINY as overrides
+
+
+def _scores_recomputed(folder, data_folder, hparams_name, **extra):
+    """Each test set's cmAP, AUROC, T1-Acc and loss, computed here (the metrics with sklearn) from the best
+    checkpoint's own scores of the test segments, on the test set's classes (BirdSet's definitions: AP and AUROC
+    per class with a positive, resp. with a positive and a negative, averaged; top-1 over the labelled
+    segments). Neither the recipe's Brain nor its accumulator nor torchmetrics is involved."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from common.data.birdset import birdset_datasets
+    from common.recipe import load_hparams
+
+    overrides = {**TINY_OVERRIDES, "data_folder": str(data_folder), "output_folder": str(folder), **extra}
+    hparams = load_hparams(RECIPE / "hparams" / f"{hparams_name}.yaml", overrides)
+    checkpoint = hparams["checkpointer"].recover_if_possible(max_key="cmAP")
+    model = hparams["model"].eval()
+    data = birdset_datasets(hparams)
+    recomputed = {}
+    for test, dataset in data["tests"].items():
+        items = [dataset[i] for i in range(len(dataset))]
+        wavs = torch.stack([torch.as_tensor(item["sig"]) for item in items])
+        targets = torch.stack([torch.as_tensor(item["labels"]) for item in items]).float()
+        classes = torch.as_tensor(data["test_classes"][test])
+        with torch.no_grad():
+            scores = model(wavs, head_scores=True)[:, classes]
+            # the loss reads the scores' values, not only their ranks: it tells misaligned columns apart too
+            # (the tiny models rank the few segments alike in every class); one batch holds every segment
+            loss = hparams["compute_cost"](scores, targets[:, classes])
+            if hparams.get("regularization_weight"):
+                loss = loss + hparams["regularization_weight"] * model.regularization_loss()
+        assert len(items) <= hparams["batch_size"]
+        scores, targets = scores.numpy(), targets[:, classes].numpy()
+        positives = targets.sum(axis=0)
+        with_both = np.flatnonzero((positives > 0) & (positives < len(targets)))
+        labelled = targets.sum(axis=1) > 0
+        recomputed[test] = {
+            "cmAP": np.mean([average_precision_score(targets[:, c], scores[:, c]) for c in np.flatnonzero(positives)]),
+            "AUROC": np.mean([roc_auc_score(targets[:, c], scores[:, c]) for c in with_both]),
+            "T1-Acc": targets[labelled, scores[labelled].argmax(axis=1)].mean(),
+            "n_segments": len(targets),
+            "loss": float(loss),
+            "checkpoint": checkpoint.path.name,
+        }
+    return recomputed
+
+
+def _check_results(folder, tests=("POW", "PER"), recomputed=None, check_counts=True):
+    """The written results: per test set, the numbers ``recomputed`` gives (when given); the table's mean row
+    is their mean."""
+    results = {}
     for test in tests:
         result = json.loads((folder / "test_results" / f"{test}.json").read_text())
         assert set(result) >= {"cmAP", "AUROC", "T1-Acc", "n_segments", "checkpoint"}
         assert 0 <= result["cmAP"] <= 1 and 0 <= result["AUROC"] <= 1 and 0 <= result["T1-Acc"] <= 1
         assert result["n_segments"] >= 2
-    table = (folder / "test_results" / "results.md").read_text()
-    assert all(f"| {t} |" in table for t in tests) and "| mean |" in table
+        if recomputed is not None:
+            expected = recomputed[test]
+            assert result["checkpoint"] == expected["checkpoint"]
+            assert not check_counts or result["n_segments"] == expected["n_segments"], test
+            for key in ("cmAP", "AUROC", "T1-Acc"):
+                assert result[key] == pytest.approx(float(expected[key]), abs=1e-6), (test, key)
+            assert result["loss"] == pytest.approx(expected["loss"], rel=1e-4, abs=1e-6), test
+        results[test] = result
+    lines = (folder / "test_results" / "results.md").read_text().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {r[0]: r for r in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+    assert set(rows) == {*tests, "mean"}
+    for key in ("cmAP", "AUROC", "T1-Acc"):
+        mean = sum(results[t][key] for t in tests) / len(tests)
+        assert float(rows["mean"][header.index(key)]) == pytest.approx(mean, abs=1e-4), key
 
 
 def test_both_stages_evaluation_and_analyses_end_to_end(birdset_fixture, tmp_path):
@@ -230,14 +301,14 @@ def test_both_stages_evaluation_and_analyses_end_to_end(birdset_fixture, tmp_pat
     data = ["--data_folder", folder, *TINY]
     run_recipe(RECIPE / "train_convnext.py", RECIPE / "hparams" / "convnext.yaml", *data, "--output_folder",
                convnext, "--use_pretrained", "False", "--debug", "--debug_persistently")  # fmt: skip
-    _check_results(convnext)
+    _check_results(convnext, recomputed=_scores_recomputed(convnext, folder, "convnext"))
 
     app_args = [*data, "--output_folder", app, "--prototypes_per_class", "2"]
     with pytest.raises(AssertionError, match="--convnext_source"):  # stage 2 needs stage 1
         run_recipe(RECIPE / "train_audioprotopnet.py", RECIPE / "hparams" / "audioprotopnet.yaml", *app_args)
     run_recipe(RECIPE / "train_audioprotopnet.py", RECIPE / "hparams" / "audioprotopnet.yaml", *app_args,
                "--convnext_source", convnext / "save", "--debug", "--debug_persistently")  # fmt: skip
-    _check_results(app)
+    _check_results(app, recomputed=_scores_recomputed(app, folder, "audioprotopnet", prototypes_per_class=2))
     ckpt = next((app / "save").glob("CKPT+*"))
     head = torch.load(ckpt / "head.ckpt", weights_only=True)
     backbone = torch.load(ckpt / "embedding_model.ckpt", weights_only=True)
@@ -245,9 +316,13 @@ def test_both_stages_evaluation_and_analyses_end_to_end(birdset_fixture, tmp_pat
     assert all(torch.equal(backbone[k], stage1[k]) for k in stage1)  # the backbone stayed frozen
     assert head["prototype_vectors"].shape == (6, 32, 1, 1) and head["last_layer.weight"].shape == (3, 2)
 
+    trained = json.loads((app / "test_results" / "POW.json").read_text())
     (app / "test_results" / "POW.json").unlink()
     run_recipe(RECIPE / "evaluate.py", RECIPE / "hparams" / "audioprotopnet.yaml", *app_args)
     _check_results(app)
+    # evaluate.py scores the trained checkpoint: the same numbers as after training (an untrained or other
+    # checkpoint, or other classes, would not give them)
+    assert json.loads((app / "test_results" / "POW.json").read_text()) == trained
 
     run_recipe(RECIPE / "global_analysis.py", RECIPE / "hparams" / "audioprotopnet.yaml", *app_args,
                "--top_k_clips", "2")  # fmt: skip
@@ -299,7 +374,41 @@ def test_two_process_ddp_training_on_the_fixture(birdset_fixture, tmp_path):
                "--output_folder", out, "--use_pretrained", "False", "--number_of_epochs", "1",
                "--distributed_backend", "gloo", launcher=[torchrun, "--nproc_per_node=2", "--master_port=29541"],
                env={"OMP_NUM_THREADS": "1"})  # fmt: skip
-    _check_results(out)
+    recomputed = _scores_recomputed(out, folder, "convnext")
+    _check_results(out, recomputed=recomputed, check_counts=False)
     log = (out / "train_log.txt").read_text()
     assert "train n_segments: 8" in log  # both shards gathered: 2 x 4 (one process alone saw 4)
     assert len(list((out / "save").glob("CKPT+*"))) == 1
+    counts = {t: json.loads((out / "test_results" / f"{t}.json").read_text())["n_segments"] for t in ("POW", "PER")}
+    if all(counts[t] == 2 * recomputed[t]["n_segments"] for t in counts):
+        # The valid and test loaders are not sharded, so each process scores every segment and the gather
+        # doubles them (the scores are unchanged: exact duplicates do not move AP, AUROC or top-1).
+        pytest.xfail(f"known bug: DDP evaluation counts every segment once per process: {counts}")
+    assert counts == {t: recomputed[t]["n_segments"] for t in counts}
+
+
+def test_optimisers_use_the_authors_hyperparameters():
+    """Stage 1 and 2 defaults are DBD-research-group/AudioProtoPNet's (configs/module/*.yaml, the XCL
+    experiments): stage 1 AdamW 5e-4 / wd 1e-4, 10 epochs, batch 64; stage 2 prototypes lr 0.05 with
+    AdamW's default wd 0.01 (their group sets none), last layer 5e-4 / wd 1e-4, 10 epochs."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    from common.multilabel_training import MultiLabelBrain
+
+    tiny = {"hidden_sizes": [8, 16, 24, 32], "embedding_channels": 32, "depths": [1, 1, 1, 1], "out_n_neurons": 3}
+    groups = {}
+    for name in ("convnext", "audioprotopnet"):
+        with open(RECIPE / "hparams" / f"{name}.yaml", encoding="utf-8") as f:
+            hp = load_hyperpyyaml(f, {"data_folder": "unused", **tiny})
+        brain = MultiLabelBrain(modules=hp["modules"], opt_class=hp["opt_class"], hparams=hp, run_opts={})
+        brain.init_optimizers()
+        groups[name] = [
+            (g["lr"], g["weight_decay"], sum(p.numel() for p in g["params"])) for g in brain.optimizer.param_groups
+        ]
+        assert hp["number_of_epochs"] == 10
+        groups[name + "_batch"] = hp["batch_size"]
+    assert groups["convnext_batch"] == 64 and groups["audioprotopnet_batch"] == 32
+    assert [(lr, wd) for lr, wd, _ in groups["convnext"]] == [(5e-4, 1e-4)]
+    prototypes, last_layer = groups["audioprotopnet"][:2]
+    assert prototypes[:2] == (0.05, 0.01) and prototypes[2] == 3 * 20 * 32  # 3 classes x k = 20, C = 32
+    assert last_layer[:2] == (5e-4, 1e-4)

@@ -90,14 +90,25 @@ def X(classifier, wavs):
 
 
 class RegionEnergy(nn.Module):
-    """A toy encoder: the mean of X over frames [t0, t1) only, (B, 1)."""
+    """A toy encoder: the mean of X over frames [t0, t1) only, (B, 1).
+
+    Computed through an identity 1x1 Conv2d of X with the other frames zeroed, so that Grad-CAM has a conv
+    map to read, and that map is 0 outside the region (the output is the same as without it).
+    """
 
     def __init__(self, t0, t1):
         super().__init__()
         self.t0, self.t1 = t0, t1
+        self.conv = nn.Conv2d(1, 1, 1)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0)
+            self.conv.bias.zero_()
 
     def forward(self, X):
-        return X[:, self.t0 : self.t1].mean(dim=(1, 2))[:, None]
+        window = torch.zeros(X.shape[1], 1, dtype=X.dtype, device=X.device)
+        window[self.t0 : self.t1] = 1.0
+        region = self.conv((X * window)[:, None])
+        return region.sum(dim=(1, 2, 3))[:, None] / ((self.t1 - self.t0) * X.shape[2])
 
 
 def region_classifier(t0, t1):
@@ -131,6 +142,11 @@ def test_captum_method_shape_finite_and_under_no_grad(classifier, X, name):
     assert explanation.saliency.abs().sum() > 0
     assert 0.0 <= float(explanation.mask.min()) and float(explanation.mask.max()) <= 1.0
     assert explanation.target.tolist() == classifier.logits(X).argmax(dim=1).tolist()
+    # the map answers the class asked about: another class's map differs (a method ignoring the target fails)
+    other = (explanation.target + 1) % 3
+    with torch.no_grad():
+        other_map = interpreter.explain(X=X, target=other).saliency
+    assert not torch.allclose(other_map, explanation.saliency, rtol=1e-3, atol=1e-6 * explanation.saliency.abs().max())
 
 
 def test_integrated_gradients_completeness(classifier, X):
@@ -193,7 +209,7 @@ def test_bad_input_and_options_are_named():
     with pytest.raises(ConfigError, match="at least 2 baselines"):
         posthoc.DeepLiftShapInterpreter(classifier, baselines=["minimum"])
     with pytest.raises(ConfigError, match="baseline"):
-        lime_shap.LimeInterpreter(classifier, baseline="silence")
+        lime_shap.LimeInterpreter(classifier, baseline="quietness")
     with pytest.raises(ConfigError, match="components"):
         lime_shap.LimeInterpreter(classifier, components="phonemes")
 
@@ -273,7 +289,7 @@ def test_kernel_shap_is_exact_shapley_when_every_coalition_fits(classifier, X):
     explanation = interpreter.explain(X=X[:1])
     phi = explanation.extras["component_weights"][0].double().numpy()
     x, ids, target = X[0], explanation.extras["components"][0], int(explanation.target[0])
-    base = x.min()
+    base = classifier.silence(X[:1])[0]  # the default baseline: what the front end makes of no energy
 
     def value(coalition):
         keep = torch.zeros(4, dtype=torch.bool)
@@ -352,7 +368,7 @@ def test_lime_matches_lime_image(classifier, X):
         classifier_fn,
         labels=(target,),
         top_labels=None,
-        hide_color=float(x.min()),
+        hide_color=float(classifier.silence(x)),  # our default baseline
         num_samples=150,
         batch_size=16,
         segmentation_fn=lambda image: components(x)[0].numpy(),
@@ -389,20 +405,51 @@ SUITE_METRICS = ["fid_in", "faithfulness_mask_out", "ai", "ad", "ag", "sps", "co
 
 
 @pytest.mark.parametrize("name", [*CAPTUM_METHODS, *COMPONENT_METHODS])
-def test_every_interpreter_through_the_evaluation_suite(classifier, X, wavs, name):
+def test_every_interpreter_through_the_evaluation_suite(wavs, name):
+    """On a classifier that reads frames 40..59 only (the tone: class 0), every method's explanation must move
+    the suite's curves the right way: deleting its most salient bins first kills p_c, restoring them first
+    brings it back, and its opposite (-saliency, 1 - mask) and the random control do neither. A method that
+    explains another class, flips its sign, transposes or ignores the model fails."""
+    from common.interpreters.base import Explanation
+    from common.interpreters.baselines import RandomSaliency
+
+    classifier = region_classifier(40, 60)
+    X = classifier.features(wavs)
     options = {**CAPTUM_METHODS, **COMPONENT_METHODS}[name]
     explanation = INTERPRETERS.build(name, classifier, **options).explain(X=X)
-    suite = EvaluationSuite(SUITE_METRICS, n_steps=5)
-    scores = suite.evaluate(classifier, X, explanation, wavs=wavs)
+    assert explanation.target.tolist() == [0, 0]  # the tone makes frames 40..59 loud: class 0
+    region = torch.zeros_like(X)
+    region[:, 40:60] = 1.0
+    suite = EvaluationSuite([*SUITE_METRICS, "relevance_mass_accuracy"], n_steps=5)
+    scores = suite.evaluate(classifier, X, explanation, ground_truth=region, wavs=wavs)
     assert suite.skipped == []
     for metric, values in scores.items():
         assert values.shape == (2,) and torch.isfinite(values).all(), metric
     assert set(scores["fid_in"].tolist()) <= {0.0, 1.0}
     for metric in ("ai", "ad"):
         assert ((scores[metric] >= 0) & (scores[metric] <= 100)).all()
-    for metric in ("deletion_auc", "insertion_auc"):
-        assert ((scores[metric] >= 0) & (scores[metric] <= 1)).all()
     assert (scores["faithfulness_mask_out"].abs() <= 1).all()
+    # the mask keeps the region (measured: >= 0.32 of its mass there, the region being 0.16 of the bins), and
+    # its opposite does not (the mask-based scores saturate here: removing any of the region flips the class)
+    share = {
+        k: (m * region).sum((1, 2)) / m.sum((1, 2))
+        for k, m in (("mask", explanation.mask), ("1-M", 1 - explanation.mask))
+    }
+    assert (share["mask"] > 1.5 * region.mean()).all() and (share["mask"] > share["1-M"]).all(), share
+
+    opposite = Explanation(saliency=-explanation.saliency, mask=1 - explanation.mask, target=explanation.target)
+    control = RandomSaliency(classifier).explain(X=X, target=explanation.target)
+    against = {
+        key: suite.evaluate(classifier, X, e, ground_truth=region)
+        for key, e in (("opposite", opposite), ("random", control))
+    }
+    # measured: deletion 0.09 vs >= 0.41 for the opposite; insertion >= 0.54 vs <= 0.11 (opposite, random);
+    # share of positive saliency on the region >= 0.40 (component methods: their components overlap it) vs 0.16
+    rma = against["random"]["relevance_mass_accuracy"]
+    assert (scores["relevance_mass_accuracy"] > 2 * rma).all()
+    assert (scores["deletion_auc"] < against["opposite"]["deletion_auc"] - 0.2).all()
+    for key in ("opposite", "random"):
+        assert (scores["insertion_auc"] > against[key]["insertion_auc"] + 0.3).all(), key
 
 
 # -- report helpers ---------------------------------------------------------------------------
@@ -439,6 +486,25 @@ def test_report_helpers_write_readable_png_and_wav(tmp_path, classifier, X, wavs
 # -- the GTZAN explanation recipes ------------------------------------------------------------------
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "GTZAN" / "lime_shap"
 TINY_MODEL = {"channels": [4, 8], "head_hidden": 8}
+
+
+def _check_written_results(out):
+    """test_results.json holds the means of the per-clip table (NaN clips left out), and each clip's row is
+    one explanation of one target: AI, AD and p(X) - p(MX) agree in sign as their definitions require."""
+    results = json.loads((out / "test_results.json").read_text())
+    with open(out / "test_metrics_per_clip.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert results["n_clips"] == len(rows)
+    for name in set(rows[0]) - {"id", "class", "predicted"}:
+        values = [float(row[name]) for row in rows if math.isfinite(float(row[name]))]
+        mean = sum(values) / len(values) if values else math.nan
+        assert math.isclose(results[name], mean, rel_tol=1e-6, abs_tol=1e-9) or (
+            math.isnan(mean) and math.isnan(results[name])
+        ), name
+    for row in rows:
+        drop = float(row["faithfulness_mask_in"])
+        assert float(row["ai"]) == (100.0 if drop < 0 else 0.0) and (float(row["ad"]) > 0) == (drop > 0), row
+    return results, rows
 
 
 def test_explanation_recipes_on_synthetic_music(tmp_path):
@@ -479,7 +545,7 @@ def test_explanation_recipes_on_synthetic_music(tmp_path):
     )
 
     for out, method in ((lime_out, "lime"), (shap_out, "deeplift_shap")):
-        results = json.loads((out / "test_results.json").read_text())
+        results, _ = _check_written_results(out)
         assert results["n_clips"] == len(genres)
         for name in ("fid_in", "relevance_mass_accuracy", "pointing_game", "deletion_auc", "insertion_auc"):
             assert 0.0 <= results[name] <= 1.0, (method, name)
@@ -530,7 +596,7 @@ def test_explanation_scripts_on_real_esc10(esc10_data, tmp_path):
         out = tmp_path / name
         argv = [str(hparams_file), *map(str, common), *extra, "--output_folder", str(out)]
         run_interpreter_recipe(argv, brain_class=PosthocInterpreterBrain)
-        results = json.loads((out / "test_results.json").read_text())
+        results, _ = _check_written_results(out)
         assert results["n_clips"] == 2, name
         for metric in ("fid_in", "sps", "deletion_auc", "insertion_auc"):
             assert 0.0 <= results[metric] <= 1.0, (name, metric)

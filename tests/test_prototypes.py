@@ -329,6 +329,74 @@ def test_benchmark_quick_reports_every_configuration():
         ("40", "unchunked"),
     ]
     for c in cells:
-        assert re.fullmatch(r"2 x \d+ x 16 x 38", c[2])
-        peak, clips = float(c[header.index("peak RSS (GiB)")]), float(c[-1])
-        assert peak > 0 and clips > 0 and float(c[header.index("before head (GiB)")]) > 0
+        column = {name: c[header.index(name)] for name in header}
+        assert column["similarity tensor"] == f"2 x {c[0]} x 16 x 38"  # B x P x (2 x 8) x (2 x 19)
+        # the reported sizes follow from the shapes and from each other (to the table's 4 decimals)
+        assert float(column["materialised (GiB)"]) == pytest.approx(2 * int(c[0]) * 16 * 38 * 4 / 2**30, abs=1e-4)
+        before, peak = float(column["before head (GiB)"]), float(column["peak RSS (GiB)"])
+        assert before > 0 and peak >= before and float(c[-1]) > 0
+        assert float(column["head increment (GiB)"]) == pytest.approx(peak - before, abs=2e-4)
+
+
+def test_benchmark_modes_compute_the_same_head(monkeypatch):
+    """What the benchmark's worker compares, chunked against unchunked, is the same function on the same inputs:
+    (a worker that chunked in both modes, or a chunked path that drops the last partial chunk, fails)."""
+    from tools.benchmark_prototypes import QUICK, run_worker
+
+    outputs = {}
+    forward = PrototypeHead.forward
+
+    def spy(self, features):
+        out = forward(self, features)
+        outputs.setdefault(self.chunk_size, []).append((features.clone(), out))
+        return out
+
+    monkeypatch.setattr(PrototypeHead, "forward", spy)
+    config = {"P": 200, "prototypes_per_class": 20, "channels": QUICK["channels"], "map_height": 8, "map_width": 19}
+    config.update(batch_size=QUICK["batch_size"], chunk_size=QUICK["chunk_size"], repeats=1)  # 200 = 3 x 64 + 8
+    for mode in ("chunked", "unchunked"):
+        assert run_worker({**config, "mode": mode})["clips_per_s"] > 0
+    assert sorted(outputs, key=str) == [64, None] and all(len(v) == 2 for v in outputs.values())  # warm-up + 1
+    (x_chunked, chunked), (x_full, full) = outputs[64][-1], outputs[None][-1]
+    assert torch.equal(x_chunked, x_full) and chunked.similarity_maps is None and full.similarity_maps is not None
+    assert full.similarity_maps.shape == (2, 200, 16, 38)
+    torch.testing.assert_close(chunked.max_similarities, full.max_similarities, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(chunked.logits, full.logits, atol=1e-5, rtol=1e-6)
+
+
+def test_leaderboard_prototype_net_is_trained_as_the_multilabel_net_it_is(monkeypatch):
+    """The net is built multi-label (sigmoid outputs, what the metrics read): it must learn with the BirdSet
+    recipe's multi-label loss on one-hot targets, and end up better on that loss than untrained."""
+    from common.features import MelDbSpectrogram
+    from common.leaderboard import prototype_network
+    from common.losses import AsymmetricLoss
+    from common.models import AudioClassifier
+    from common.models.genre_cnn import GenreHead, LogMelCNN
+
+    torch.manual_seed(0)
+    front_end = MelDbSpectrogram(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32)
+    classifier = AudioClassifier(front_end, LogMelCNN(channels=[4, 8]), GenreHead(8, 3, hidden=8)).eval()
+    labels = torch.arange(3).repeat(6)
+    X = torch.randn(len(labels), 24, 32) * 0.3
+    for i, c in enumerate(labels.tolist()):  # each class has energy in its own band
+        X[i, :, 10 * c : 10 * c + 6] += 3.0
+    seen = []
+    forward = AsymmetricLoss.forward
+
+    def spy(self, logits, targets):
+        seen.append(targets.detach().clone())
+        return forward(self, logits, targets)
+
+    monkeypatch.setattr(AsymmetricLoss, "forward", spy)
+    untrained = prototype_network(classifier, X, labels, epochs=0)
+    network = prototype_network(classifier, X, labels, epochs=60)
+    assert network.multilabel and seen, "the multi-label net must be trained with the multi-label loss"
+    assert all(set(t.sum(dim=1).tolist()) == {1.0} and set(t.unique().tolist()) <= {0.0, 1.0} for t in seen)
+    monkeypatch.setattr(AsymmetricLoss, "forward", forward)
+    targets = F.one_hot(labels, 3).float()
+    with torch.no_grad():
+        before = AsymmetricLoss()(untrained.logits(X), targets)
+        after = AsymmetricLoss()(network.logits(X), targets)
+        probabilities = network.predict_proba(X)
+    assert after < 0.7 * before, (float(before), float(after))
+    assert (probabilities.argmax(1) == labels).float().mean() > 0.6  # chance: 1/3 (a random, frozen encoder)

@@ -1,24 +1,52 @@
 """The benchmark tool runs and reports what it promises (content, not speed)."""
 
+import itertools
 import math
+import re
+
+import pytest
 
 from tools.benchmark_interpret import main as benchmark
 
 
+def _rows(text):
+    """The markdown table's rows, in order, as {column: cell}."""
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[1:]]
+
+
 def test_benchmark_reports_training_suite_and_floor_per_interpreter(capsys):
     names = "piq,l2i,lmac_conv2d,amt_vit"
-    args = ["--interpreters", names, "--n_clips", "2", "--emb_dim", "8", "--curve_steps", "2"]
+    n_clips, n_steps = 2, 2
+    args = ["--interpreters", names, "--n_clips", str(n_clips), "--emb_dim", "8", "--curve_steps", str(n_steps)]
     ratios = benchmark([*args, "--floor_batch_sizes", "2,4"])
     assert set(ratios) == set(names.split(",")) and all(math.isfinite(r) and r > 0 for r in ratios.values())
-    table = capsys.readouterr().out
-    for phase in (
-        "piq training (batch 8)",
-        "l2i training (batch 16)",
-        "lmac_conv2d training (batch 16)",
-        "amt_vit: evaluation suite",
-        "floor",
-        "suite: forward",
-    ):
-        assert phase in table
-    assert "amt_vit training" not in table  # nothing to train
-    assert "peak RSS (GiB)" in table
+    out = capsys.readouterr().out
+    rows = _rows(out)
+    phases = [row["phase"] for row in rows]
+    assert "amt_vit training" not in out  # nothing to train
+    assert all(row["peak RSS (GiB)"] != "nan" for row in rows)
+    # the rows the suite needs for these metrics (x, mask-in, mask-out, one silent row shared by the batch,
+    # the inner steps of the deletion and insertion curves): the floor must time that many forward passes
+    n_rows = 3 * n_clips + 1 + 2 * (n_steps - 1) * n_clips
+    for name, batch in (("piq", 8), ("l2i", 16), ("lmac_conv2d", 16), ("amt_vit", None)):
+        at = phases.index(f"{name}: evaluation suite (all metrics)")
+        suite = rows[at]
+        split = list(itertools.takewhile(lambda row: row["phase"].startswith("suite: "), rows[at + 1 :]))
+        floor = rows[at + 1 + len(split)]  # the floor follows the suite's split
+        assert re.fullmatch(rf"{name}: floor, {n_rows} forward passes \(batch [24]\)", floor["phase"])
+        timed = [suite, floor]
+        if batch is not None:
+            assert phases[at - 1] == f"{name} training (batch {batch})"
+            timed.append(rows[at - 1])
+        for row in timed:  # throughput is the clips over the phase's own time
+            assert float(row["clips/s"]) == pytest.approx(n_clips / float(row["seconds"]), rel=2e-3), row
+        # the returned and printed ratio is the suite's reported time over the floor's
+        suite_s = float(suite["seconds"])
+        assert ratios[name] == pytest.approx(suite_s / float(floor["seconds"]), rel=2e-3)
+        assert f"{name}: suite / floor = {ratios[name]:.2f}" in out
+        # the suite's split (inputs, forward passes, each metric) is a split of that one timed evaluation
+        parts = {row["phase"]: float(row["seconds"]) for row in split}
+        assert {"suite: forward", "suite: inputs", "suite: deletion_auc", "suite: fid_in"} <= set(parts)
+        assert 0.5 * suite_s < sum(parts.values()) <= 1.001 * suite_s + 1e-3, (suite_s, parts)
