@@ -69,9 +69,8 @@ def test_debug_run_on_synthetic_then_test_only_reproduces(name, synthetic_data, 
     assert sorted(p.name for p in (out / "save").glob("CKPT+*")) == ckpts  # evaluation writes no checkpoint
 
 
-@pytest.mark.parametrize("name", HPARAMS)
-def test_debug_run_on_real_esc10(name, esc10_data, tmp_path):
-    out = tmp_path / "out"
+def run_debug_on_esc10(name, esc10_data, out, n_outputs, *extra):
+    """The classification recipe in --debug on the real ESC-10 clips, tiny model, ``n_outputs`` outputs."""
     run_recipe(
         TRAIN,
         hparams(name),
@@ -82,12 +81,19 @@ def test_debug_run_on_real_esc10(name, esc10_data, tmp_path):
         "--use_pretrained",
         "0",
         "--out_n_neurons",
-        "10",
+        n_outputs,
         "--batch_size",
         "2",
+        *extra,
         "--debug",
         *TINY_OVERRIDES[name],
     )
+
+
+@pytest.mark.parametrize("name", HPARAMS)
+def test_debug_run_on_real_esc10(name, esc10_data, tmp_path):
+    out = tmp_path / "out"
+    run_debug_on_esc10(name, esc10_data, out, "10")
     result = check_outputs(out, 10, expected_clips=4)
     assert set(result["labels"]) == {
         "dog",
@@ -163,24 +169,7 @@ def test_more_outputs_than_classes_reports_absent_ones(name, n_outputs, esc10_da
     """SpeechBrain's convention (ESC-10 keeps its ESC-50 targets, 50 outputs) and any count in between: the run
     completes, outputs no class maps to and classes with no test clip are reported as such."""
     out = tmp_path / "out"
-    run_recipe(
-        TRAIN,
-        hparams(name),
-        "--data_folder",
-        esc10_data,
-        "--output_folder",
-        out,
-        "--use_pretrained",
-        "0",
-        "--out_n_neurons",
-        n_outputs,
-        "--batch_size",
-        "2",
-        "--signal_length_s",
-        "1",
-        "--debug",
-        *TINY_OVERRIDES[name],
-    )
+    run_debug_on_esc10(name, esc10_data, out, n_outputs, "--signal_length_s", "1")
     result = check_outputs(out, n_outputs, expected_clips=4)
     labels = result["labels"]
     if n_outputs == 50:  # the ESC-50 targets: each class at its own target, the other 40 outputs unused
