@@ -44,7 +44,7 @@ TINY_OVERRIDES = {
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory):
     """3 classes x 5 clips of 1 s (one clip per class in each fold), with ground truth."""
-    from common.data.synthetic import make_synthetic_esc50
+    from common.data.synthetic.scenes import make_synthetic_esc50
 
     out = tmp_path_factory.mktemp("synthetic")
     make_synthetic_esc50(out, n_classes=3, clips_per_class=5, duration_s=1.0, event_s=(0.3, 0.5), seed=0)

@@ -393,7 +393,7 @@ def test_optimisers_use_the_authors_hyperparameters():
     AdamW's default wd 0.01 (their group sets none), last layer 5e-4 / wd 1e-4, 10 epochs."""
     from hyperpyyaml import load_hyperpyyaml
 
-    from common.multilabel_training import MultiLabelBrain
+    from common.training.multilabel import MultiLabelBrain
 
     tiny = {"hidden_sizes": [8, 16, 24, 32], "embedding_channels": 32, "depths": [1, 1, 1, 1], "out_n_neurons": 3}
     groups = {}

@@ -192,7 +192,7 @@ def test_a_failure_writing_the_extras_keeps_the_test_table(tmp_path, monkeypatch
     import numpy as np
     from speechbrain.dataio.encoder import CategoricalEncoder
 
-    import common.training as training
+    import common.training.classifier as training
 
     def broken(*args, **kwargs):
         raise RuntimeError("figure backend exploded")
@@ -257,7 +257,7 @@ def _intra_epoch_checkpoint(save):
 
 
 def test_interrupted_training_resumes_from_last_checkpoint(tmp_path):
-    from common.data.synthetic import make_synthetic_esc50
+    from common.data.synthetic.scenes import make_synthetic_esc50
 
     data = tmp_path / "data"
     make_synthetic_esc50(data, n_classes=3, clips_per_class=25, duration_s=2.0, seed=1)

@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.errors import DataError, ToolkitError
-from common.features import Log1pSpectrogram, MelDbSpectrogram
-from common.global_effects import (
+from common.analysis.global_effects import (
     CLIP_FEATURES,
     BandEnergy,
     DecibelScale,
@@ -22,6 +20,8 @@ from common.global_effects import (
     build_clip_features,
     write_ale_results,
 )
+from common.errors import DataError, ToolkitError
+from common.features import Log1pSpectrogram, MelDbSpectrogram
 
 N_FRAMES, N_BINS, FRAME_RATE = 100, 24, 50.0
 BIN_HZ = torch.logspace(math.log10(60.0), math.log10(8000.0), N_BINS)  # mel-like spacing

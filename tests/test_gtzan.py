@@ -28,7 +28,7 @@ from common.data.gtzan import (
     read_split_list,
 )
 from common.data.segments import segment_starts
-from common.data.synthetic_music import (
+from common.data.synthetic.music import (
     CONCEPT_CLASSES,
     CONCEPT_MIXTURES,
     GENRE_MIXTURES,
@@ -41,7 +41,7 @@ from common.data.synthetic_music import (
 from common.errors import DataError, DataNotFoundError, IntegrityError
 from common.features import Log1pSpectrogram, MelDbSpectrogram
 from common.models.genre_cnn import GenreHead, LogMelCNN
-from common.segment_training import ClipAggregator
+from common.training.segments import ClipAggregator
 from tests.conftest import REPO, run_recipe
 
 RECIPE = REPO / "recipes" / "GTZAN" / "lime_shap"

@@ -209,7 +209,7 @@ def test_trained_piq_localizes_better_than_random_and_all_ones_masks(tmp_path):
     from speechbrain.lobes.models.ECAPA_TDNN import Classifier
     from speechbrain.lobes.models.PIQ import Conv2dEncoder_v2
 
-    from common.data.synthetic import load_ground_truth, make_synthetic_esc50
+    from common.data.synthetic.scenes import load_ground_truth, make_synthetic_esc50
     from common.features import Log1pSpectrogram
     from common.interpreters.baselines import InputMagnitude
     from common.models import AudioClassifier

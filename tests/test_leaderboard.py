@@ -10,12 +10,7 @@ import pytest
 import torch
 import yaml
 
-from common.errors import ConfigError
-from common.features import Log1pSpectrogram
-from common.interpreters.baselines import InputMagnitude
-from common.interpreters.lrp import LRPInterpreter
-from common.interpreters.posthoc import GradientSaliency
-from common.leaderboard import (
+from common.analysis.leaderboard import (
     default_cascade,
     last_encoder_block,
     randomized_copy,
@@ -23,6 +18,11 @@ from common.leaderboard import (
     sanity_check,
     spearman,
 )
+from common.errors import ConfigError
+from common.features import Log1pSpectrogram
+from common.interpreters.baselines import InputMagnitude
+from common.interpreters.lrp import LRPInterpreter
+from common.interpreters.posthoc import GradientSaliency
 from common.models import AudioClassifier
 from common.models.genre_cnn import GenreHead, LogMelCNN
 

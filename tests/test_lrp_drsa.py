@@ -425,7 +425,7 @@ def test_lrp_and_drsa_go_through_the_evaluation_suite_and_concepts_are_listenabl
 @pytest.fixture(scope="module")
 def tiny_genre_setup(tmp_path_factory):
     """Two synthetic genres (5 clips of 3 s each) and an untrained tiny genre CNN saved as a classifier source."""
-    from common.data.synthetic_music import make_synthetic_gtzan
+    from common.data.synthetic.music import make_synthetic_gtzan
     from common.models.genre_cnn import GenreHead
 
     root = tmp_path_factory.mktemp("drsa_recipe")
@@ -443,9 +443,9 @@ def test_train_drsa_recipe_writes_subspaces_tables_figures_and_concept_audio(tin
 
     import soundfile as sf
 
-    from common.concept_analysis import run_concept_analysis
-    from common.interpreter_brain import prepare_explained_classifier
+    from common.analysis.concepts import run_concept_analysis
     from common.recipe import setup_experiment
+    from common.training.interpreter import prepare_explained_classifier
     from tests.conftest import REPO, run_recipe
 
     root, out = tiny_genre_setup, tiny_genre_setup / "drsa_run"
@@ -473,7 +473,7 @@ def test_train_drsa_recipe_writes_subspaces_tables_figures_and_concept_audio(tin
     # the saved U is the optimum of the paper's objective on the training segments' positions: it is that
     # objective, re-computed here on the same pairs, and beats random subspaces on it
     hparams, _, _, _ = setup_experiment([str(recipe / "hparams" / "drsa_cnn.yaml"), *map(str, args)])
-    from common.concept_analysis import batch_spectrograms, class_loader
+    from common.analysis.concepts import batch_spectrograms, class_loader
 
     datasets = prepare_explained_classifier(hparams)
     index = hparams["label_encoder"].lab2ind["hiphop"]

@@ -17,7 +17,7 @@ from common.metrics import (
 )
 from common.metrics.listenable import si_snr
 from common.registry import METRICS
-from common.reports import write_metric_tables
+from common.reports.tables import write_metric_tables
 
 FAITHFULNESS = ["fid_in", "faithfulness_mask_out", "faithfulness_mask_in", "ai", "ad", "ag"]
 CURVES = ["deletion_auc", "insertion_auc"]

@@ -132,7 +132,7 @@ def test_use_pretrained_loads_the_published_pair_from_a_folder_laid_out_as_the_h
 ):
     """``--use_pretrained True --pretrained_classifier DIR`` loads the encoder the published head was trained on
     (PIQ-ESC50: embedding_modelft.ckpt, not embedding_model.ckpt) and the folder's own label encoder."""
-    from common.interpreter_brain import prepare_explained_classifier
+    from common.training.interpreter import prepare_explained_classifier
 
     repo, sizes = PUBLISHED_CLASSIFIER_OF[name]
     hparams_file = INTERPRET / "hparams" / f"{name}.yaml"

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 if importlib.util.find_spec("torchmetrics") is None:
     pytest.skip("needs torchmetrics", allow_module_level=True)
 
-from common.losses import AsymmetricLoss  # noqa: E402
 from common.metrics.multilabel import (  # noqa: E402
     MultilabelAccumulator,
     auroc,
@@ -23,6 +22,7 @@ from common.metrics.multilabel import (  # noqa: E402
     multilabel_scores,
     top1_accuracy,
 )
+from common.training.losses import AsymmetricLoss  # noqa: E402
 
 
 def random_data(seed=0, n=60, c=6):

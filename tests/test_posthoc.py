@@ -25,7 +25,8 @@ from common.metrics import EvaluationSuite
 from common.models import AudioClassifier
 from common.models.genre_cnn import GenreHead, LogMelCNN
 from common.registry import INTERPRETERS
-from common.reports import save_component_bars, save_saliency_heatmap, save_top_components_wav
+from common.reports.audio import save_top_components_wav
+from common.reports.figures import save_component_bars, save_saliency_heatmap
 from tests.conftest import run_recipe
 
 SAMPLE_RATE = 8000
@@ -509,10 +510,10 @@ def _check_written_results(out):
 
 def test_explanation_recipes_on_synthetic_music(tmp_path):
     """explain_lime.py from the command line, explain_shap.py's DeepLiftShap in process, on synthetic GTZAN."""
-    from common.data.synthetic_music import make_synthetic_gtzan
-    from common.interpreter_brain import run_interpreter_recipe
-    from common.posthoc_brain import PosthocInterpreterBrain
+    from common.data.synthetic.music import make_synthetic_gtzan
     from common.recipe import load_hparams
+    from common.training.interpreter import run_interpreter_recipe
+    from common.training.posthoc import PosthocInterpreterBrain
 
     music = tmp_path / "music"
     genres = ("blues", "classical", "metal", "reggae")
@@ -572,9 +573,9 @@ def test_explanation_recipes_on_synthetic_music(tmp_path):
 def test_explanation_scripts_on_real_esc10(esc10_data, tmp_path):
     """The same explanation scripts on the real ESC-10 clips (ESC-50 layout, 5 s clips cut into 3 s segments):
     LIME, GradientShap and LRP, in process, on a tiny classifier, the first test batch (--debug)."""
-    from common.interpreter_brain import run_interpreter_recipe
-    from common.posthoc_brain import PosthocInterpreterBrain
     from common.recipe import load_hparams
+    from common.training.interpreter import run_interpreter_recipe
+    from common.training.posthoc import PosthocInterpreterBrain
 
     hparams = load_hparams(
         RECIPE / "hparams" / "lime.yaml",

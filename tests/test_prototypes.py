@@ -367,11 +367,11 @@ def test_benchmark_modes_compute_the_same_head(monkeypatch):
 def test_leaderboard_prototype_net_is_trained_as_the_multilabel_net_it_is(monkeypatch):
     """The net is built multi-label (sigmoid outputs, what the metrics read): it must learn with the BirdSet
     recipe's multi-label loss on one-hot targets, and end up better on that loss than untrained."""
+    from common.analysis.leaderboard import prototype_network
     from common.features import MelDbSpectrogram
-    from common.leaderboard import prototype_network
-    from common.losses import AsymmetricLoss
     from common.models import AudioClassifier
     from common.models.genre_cnn import GenreHead, LogMelCNN
+    from common.training.losses import AsymmetricLoss
 
     torch.manual_seed(0)
     front_end = MelDbSpectrogram(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torchaudio
 
-from common.data.soundscapes import (
+from common.data.synthetic.scenes import stft_magnitude
+from common.data.synthetic.soundscapes import (
     CALL_TYPES,
     SpeciesBank,
     box_iou,
@@ -15,7 +16,6 @@ from common.data.soundscapes import (
     hz_to_mel_bin,
     segment_labels,
 )
-from common.data.synthetic import stft_magnitude
 
 SR, HOP, N_FFT, N_MELS = 32000, 256, 2048, 256
 

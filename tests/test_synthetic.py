@@ -6,7 +6,7 @@ import torch
 
 from common.data.audio import load_audio
 from common.data.esc50 import read_metadata, verify_esc50
-from common.data.synthetic import load_ground_truth, make_synthetic_esc50
+from common.data.synthetic.scenes import load_ground_truth, make_synthetic_esc50
 from common.features import Log1pSpectrogram
 
 

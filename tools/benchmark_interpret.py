@@ -22,7 +22,7 @@ import torch
 from common.interpreters.base import Explanation, FrozenOutputs
 from common.metrics import FAITHFULNESS_METRICS, EvaluationSuite
 from common.recipe import load_hparams
-from common.reports import markdown_table
+from common.reports.tables import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 HPARAMS = REPO / "recipes" / "ESC50" / "interpret" / "hparams"

@@ -30,7 +30,7 @@ from common.interpreters.drsa import DRSAInterpreter  # noqa: E402
 from common.interpreters.lrp import LRPInterpreter, gradient_saliency  # noqa: E402
 from common.models import AudioClassifier  # noqa: E402
 from common.models.genre_cnn import GenreHead, LogMelCNN  # noqa: E402
-from common.reports import markdown_table  # noqa: E402
+from common.reports.tables import markdown_table  # noqa: E402
 
 COMPOSITES = {
     "epsilon_plus_flat": {},

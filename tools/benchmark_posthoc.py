@@ -37,14 +37,14 @@ import time
 import numpy as np
 import torch
 
-from common.data.synthetic_music import render_clip
+from common.data.synthetic.music import render_clip
 from common.features import MelDbSpectrogram
 from common.interpreters.components import make_components
 from common.interpreters.lime_shap import KernelShapInterpreter, LimeInterpreter
 from common.interpreters.posthoc import IntegratedGradientsInterpreter, OcclusionInterpreter
 from common.models import AudioClassifier
 from common.models.genre_cnn import GenreHead, LogMelCNN
-from common.reports import markdown_table
+from common.reports.tables import markdown_table
 
 SAMPLE_RATE = 22050
 SEGMENT_S = 3.0

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from common.reports import markdown_table  # noqa: E402
+from common.reports.tables import markdown_table  # noqa: E402
 
 GIB = 2**30
 COLUMNS = [

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common.data.birdset import BirdSetEvents, class_names, load_birdset_split, write_birdset_fixture
 from common.features import MelDbSpectrogram
-from common.reports import markdown_table
+from common.reports.tables import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "BirdSet" / "protopnet"

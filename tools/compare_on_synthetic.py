@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from common.data.synthetic import load_ground_truth, make_synthetic_esc50
+from common.data.synthetic.scenes import load_ground_truth, make_synthetic_esc50
 from common.interpreters.base import Explanation
 from common.metrics import LOCALIZATION_METRICS, EvaluationSuite
-from common.reports import markdown_table
+from common.reports.tables import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSIFICATION = REPO / "recipes" / "ESC50" / "classification"

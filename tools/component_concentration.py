@@ -29,11 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from common.data.synthetic_music import component_masks, load_music_ground_truth  # noqa: E402
+from common.data.synthetic.music import component_masks, load_music_ground_truth  # noqa: E402
 from common.interpreters.lime_shap import KernelShapInterpreter, LimeInterpreter  # noqa: E402
 from common.models.pretrained import load_classifier  # noqa: E402
 from common.recipe import load_hparams  # noqa: E402
-from common.reports import markdown_table  # noqa: E402
+from common.reports.tables import markdown_table  # noqa: E402
 
 HPARAMS = REPO / "recipes" / "GTZAN" / "lime_shap" / "hparams" / "lime.yaml"
 

@@ -235,7 +235,7 @@ def run_recipe(script, hparams, overrides, log_file):
 # -- data -------------------------------------------------------------------------------------------
 def prepare_data(data):
     """The data folder, written as synthetic scenes when ``synthetic`` options are given and it is empty."""
-    from common.data.synthetic import make_synthetic_esc50
+    from common.data.synthetic.scenes import make_synthetic_esc50
 
     folder = Path(data["folder"]).resolve()
     if not (folder / "meta" / "esc50.csv").is_file():
@@ -266,9 +266,9 @@ def select_rows(folder, folds, n_clips):
 
 
 def load_clips(folder, rows, sample_rate, length_s, front_end):
+    from common.analysis.leaderboard import Clips, attach_ground_truth
     from common.data.audio import load_audio
-    from common.data.synthetic import load_ground_truth
-    from common.leaderboard import Clips, attach_ground_truth
+    from common.data.synthetic.scenes import load_ground_truth
 
     wavs = torch.stack([load_audio(folder / "audio" / r["filename"], sample_rate, length_s) for r in rows])
     ids = [Path(r["filename"]).stem for r in rows]
@@ -375,7 +375,7 @@ def build_recipe_method(method, classifier_entry, out, data_folder):
     from common.recipe import load_hparams
 
     label = method_label(method)
-    from common.html_report import slug
+    from common.reports.html import slug
 
     folder = Path(method["checkpoint"]).resolve() if method.get("checkpoint") else out / "methods" / slug(label)
     # the cheap evaluation and the classifier's architecture where the method's hparams have those keys
@@ -445,7 +445,7 @@ def fit_drsa_method(method, classifier, classifier_entry, data_folder, train_row
 def fit_prototype_network(method, classifier, classifier_entry, data_folder, train_rows):
     """A prototype head trained here on the classifier's frozen encoder (``fit``: prototypes_per_class, epochs,
     lr, n_clips of the training folds): the network that PrototypeInterpreter reads its explanations off."""
-    from common.leaderboard import prototype_network
+    from common.analysis.leaderboard import prototype_network
 
     options = dict(method.get("fit") or {})
     n_clips = int(options.pop("n_clips", 10**6))
@@ -464,15 +464,16 @@ def fit_prototype_network(method, classifier, classifier_entry, data_folder, tra
 # -- the run ----------------------------------------------------------------------------------------
 def run(config, progress=True):
     """Run the leaderboard of ``config`` (a checked dict); return (rows, output folder)."""
-    from common.html_report import RUN_FILE, save_mask_overlay, save_spectrogram, slug, write_html_report
-    from common.leaderboard import (
+    from common.analysis.leaderboard import (
         METRIC_COLUMNS,
         direction_legend,
         drop_empty_columns,
         evaluate_method,
         leaderboard_rows,
     )
-    from common.reports import save_wav, write_table
+    from common.reports.audio import save_wav
+    from common.reports.html import RUN_FILE, save_mask_overlay, save_spectrogram, slug, write_html_report
+    from common.reports.tables import write_table
 
     torch.manual_seed(int(config.get("seed", 0)))
     out = Path(config["output_folder"]).resolve()

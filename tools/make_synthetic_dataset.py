@@ -6,7 +6,7 @@ python tools/make_synthetic_dataset.py OUT_DIR [--n_classes 5 --clips_per_class 
 
 import argparse
 
-from common.data.synthetic import make_synthetic_esc50
+from common.data.synthetic.scenes import make_synthetic_esc50
 
 
 def main(argv=None):

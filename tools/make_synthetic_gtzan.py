@@ -4,13 +4,13 @@
 python tools/make_synthetic_gtzan.py OUT [--n_per_genre 100 --duration_s 30 --seed 0]
 
 OUT/genres/<genre>/<genre>.000NN.wav (22,050 Hz) and OUT/ground_truth/<clip_id>.json;
-see common/data/synthetic_music.py for the genres' sources.
+see common/data/synthetic/music.py for the genres' sources.
 python tools/make_synthetic_gtzan.py OUT --genres trio_a trio_b trio_c   # three own sources per class (DRSA)
 """
 
 import argparse
 
-from common.data.synthetic_music import CONCEPT_CLASSES, GENRES, SAMPLE_RATE, make_synthetic_gtzan
+from common.data.synthetic.music import CONCEPT_CLASSES, GENRES, SAMPLE_RATE, make_synthetic_gtzan
 
 
 def main(argv=None):

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from common.data.synthetic import make_synthetic_esc50  # noqa: E402
+from common.data.synthetic.scenes import make_synthetic_esc50  # noqa: E402
 
 CLASSIFICATION = REPO / "recipes" / "ESC50" / "classification"
 INTERPRET = REPO / "recipes" / "ESC50" / "interpret"

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from common.html_report import write_html_report  # noqa: E402
+from common.reports.html import write_html_report  # noqa: E402
 
 
 def main(argv=None):

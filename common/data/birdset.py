@@ -368,7 +368,7 @@ def write_birdset_fixture(
     import numpy as np
     import soundfile
 
-    from common.data.soundscapes import SpeciesBank, cut_segments
+    from common.data.synthetic.soundscapes import SpeciesBank, cut_segments
 
     datasets = _require_datasets()
     out_dir = Path(out_dir)

@@ -3,7 +3,7 @@
 * ``input_magnitude``: the saliency is |X - silence|, the input's own level
   above what its front end makes of no energy (|X| for log1p). It
   ignores the classifier entirely, so the model-parameter randomisation
-  sanity check (``common.leaderboard.sanity_check``) must flag it: its maps
+  sanity check (``common.analysis.leaderboard.sanity_check``) must flag it: its maps
   stay identical when the classifier's layers are re-initialised.
 * ``random``: uniform noise, fresh on every call (seeded per call count), a
   floor for the faithfulness and localization scores.

@@ -11,8 +11,8 @@ sets in <output_folder>/test_results/results.md.
 import sys
 
 from common.data.birdset import birdset_datasets
-from common.multilabel_training import run_multilabel_recipe
 from common.recipe import setup_experiment
+from common.training.multilabel import run_multilabel_recipe
 
 
 def main(argv=None):

@@ -12,9 +12,9 @@ global_analysis.json, which local_analysis.py reads.
 import sys
 from pathlib import Path
 
+from common.analysis.prototypes import global_analysis
 from common.data.birdset import birdset_datasets
 from common.models.protopnet import recover_best_audioprotopnet
-from common.prototype_analysis import global_analysis
 from common.recipe import setup_experiment
 
 

@@ -17,9 +17,9 @@ import json
 import sys
 from pathlib import Path
 
+from common.analysis.prototypes import load_ground_truth, local_analysis
 from common.data.birdset import birdset_datasets, local_config_dir
 from common.models.protopnet import recover_best_audioprotopnet
-from common.prototype_analysis import load_ground_truth, local_analysis
 from common.recipe import setup_experiment
 
 

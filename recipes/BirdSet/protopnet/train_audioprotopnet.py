@@ -13,8 +13,8 @@ import sys
 
 from common.data.birdset import birdset_datasets
 from common.models.protopnet import initialise_audioprotopnet, save_initial_checkpoint
-from common.multilabel_training import run_multilabel_recipe
 from common.recipe import setup_experiment
+from common.training.multilabel import run_multilabel_recipe
 
 
 def main(argv=None):

@@ -9,8 +9,8 @@ Wiring only: data, Brain, metrics and reports live in ``common``.
 import sys
 
 from common.data.birdset import birdset_datasets
-from common.multilabel_training import run_multilabel_recipe
 from common.recipe import setup_experiment
+from common.training.multilabel import run_multilabel_recipe
 
 
 def main(argv=None):

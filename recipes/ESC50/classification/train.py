@@ -14,7 +14,7 @@ from speechbrain.utils.distributed import run_on_main
 from common.data.datasets import build_label_encoder, classification_datasets
 from common.data.esc50 import prepare_esc50_from_hparams
 from common.recipe import setup_experiment
-from common.training import BEST_KEY, ClassifierBrain, build_brain, fit_and_evaluate, load_pretrained_encoder
+from common.training.classifier import BEST_KEY, ClassifierBrain, build_brain, fit_and_evaluate, load_pretrained_encoder
 
 
 def main(argv=None):

@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from common.data.contamination import parse_conditions
-from common.interpreter_brain import run_interpreter_recipe
+from common.training.interpreter import run_interpreter_recipe
 
 
 def floats(text):

@@ -8,7 +8,7 @@ python interpret_amt.py hparams/amt_focalnet.yaml --data_folder DIR --classifier
 
 import sys
 
-from common.interpreter_brain import run_interpreter_recipe
+from common.training.interpreter import run_interpreter_recipe
 
 if __name__ == "__main__":
     run_interpreter_recipe(sys.argv[1:])

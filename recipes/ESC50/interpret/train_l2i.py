@@ -9,8 +9,8 @@
 import sys
 from pathlib import Path
 
-from common.interpreter_brain import run_interpreter_recipe
 from common.models.pretrained import load_nmf_dictionary, load_or_debug_fallback, recipe_command
+from common.training.interpreter import run_interpreter_recipe
 
 
 def load_dictionary(hparams, context):

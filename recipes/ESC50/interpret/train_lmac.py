@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from common.errors import CheckpointError, ToolkitError
-from common.interpreter_brain import run_interpreter_recipe
 from common.models.pretrained import load_recipe_checkpoint
+from common.training.interpreter import run_interpreter_recipe
 
 
 def load_pretrained_decoder(hparams, context=None):

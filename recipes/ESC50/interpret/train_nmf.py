@@ -25,8 +25,8 @@ from common.data.esc50 import prepare_esc50_from_hparams
 from common.io import atomic_write_json
 from common.models.nmf import fit_nmf_dictionary, sample_frames
 from common.recipe import setup_experiment
-from common.reports import save_image_panels
-from common.training import CpuDistributedMixin, EvaluateBestCheckpointMixin, build_brain, fit_and_evaluate
+from common.reports.figures import save_image_panels
+from common.training.classifier import CpuDistributedMixin, EvaluateBestCheckpointMixin, build_brain, fit_and_evaluate
 
 logger = logging.getLogger(__name__)
 

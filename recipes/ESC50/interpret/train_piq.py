@@ -6,7 +6,7 @@ python train_piq.py hparams/piq.yaml --data_folder DIR --classifier_source CLASS
 
 import sys
 
-from common.interpreter_brain import run_interpreter_recipe
+from common.training.interpreter import run_interpreter_recipe
 
 if __name__ == "__main__":
     run_interpreter_recipe(sys.argv[1:])

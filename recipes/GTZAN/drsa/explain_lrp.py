@@ -5,12 +5,12 @@
 
 Writes test_metrics_summary.md / test_metrics_per_clip.csv and, for the first
 segments, interpretations/<segment>/ (spectrogram | mask figure, original and
-interpretation audio). Wiring only: common/interpreters/lrp.py, common/interpreter_brain.py.
+interpretation audio). Wiring only: common/interpreters/lrp.py, common/training/interpreter.py.
 """
 
 import sys
 
-from common.interpreter_brain import run_interpreter_recipe
+from common.training.interpreter import run_interpreter_recipe
 
 if __name__ == "__main__":
     run_interpreter_recipe(sys.argv[1:])

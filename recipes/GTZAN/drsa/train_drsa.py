@@ -7,14 +7,14 @@
 Per genre, the subspaces are saved in <save_folder>/drsa/<genre>.pt; the tables
 (concepts_summary.md, concepts_per_clip.csv) compare LRP, DRSA and random
 orthogonal subspaces; examples/<genre>/<segment>/ holds log-mel | LRP | concept
-heatmaps and each concept as audio. Wiring only: see common/concept_analysis.py.
+heatmaps and each concept as audio. Wiring only: see common/analysis/concepts.py.
 """
 
 import sys
 
-from common.concept_analysis import run_concept_analysis
-from common.interpreter_brain import prepare_explained_classifier
+from common.analysis.concepts import run_concept_analysis
 from common.recipe import setup_experiment
+from common.training.interpreter import prepare_explained_classifier
 
 
 def main(argv=None):

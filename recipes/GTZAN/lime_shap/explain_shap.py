@@ -12,8 +12,8 @@ the first n_examples segments get wavs and figures under interpretations/.
 
 import sys
 
-from common.interpreter_brain import run_interpreter_recipe
-from common.posthoc_brain import PosthocInterpreterBrain
+from common.training.interpreter import run_interpreter_recipe
+from common.training.posthoc import PosthocInterpreterBrain
 
 if __name__ == "__main__":
     run_interpreter_recipe(sys.argv[1:], brain_class=PosthocInterpreterBrain)

@@ -4,7 +4,7 @@
     python global_ale.py hparams/ale.yaml --data_folder DIR --classifier_source CLASSIFIER_SAVE_DIR
 
 Writes <output_folder>/ale/: ale.json, ale_curves.csv, ale_importance.{csv,md}
-and one ale_<feature>.png per feature. Wiring only: see common/global_effects.py.
+and one ale_<feature>.png per feature. Wiring only: see common/analysis/global_effects.py.
 """
 
 import sys
@@ -14,10 +14,10 @@ import torch
 from speechbrain.dataio.batch import PaddedBatch
 from torch.utils.data import DataLoader
 
-from common.global_effects import SpectrogramDomain, ale_for_features, build_clip_features, write_ale_results
-from common.interpreter_brain import prepare_explained_classifier
+from common.analysis.global_effects import SpectrogramDomain, ale_for_features, build_clip_features, write_ale_results
 from common.recipe import setup_experiment
-from common.reports import write_table
+from common.reports.tables import write_table
+from common.training.interpreter import prepare_explained_classifier
 
 
 def main(argv=None):

@@ -16,8 +16,8 @@ import sys
 
 from common.data.datasets import build_label_encoder, classification_datasets
 from common.recipe import setup_experiment
-from common.segment_training import SegmentClassifierBrain
-from common.training import BEST_KEY, build_brain, fit_and_evaluate
+from common.training.classifier import BEST_KEY, build_brain, fit_and_evaluate
+from common.training.segments import SegmentClassifierBrain
 
 
 def main(argv=None):

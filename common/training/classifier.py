@@ -23,7 +23,8 @@ from common.data.datasets import output_label, output_labels
 from common.errors import CheckpointError
 from common.io import atomic_write_json
 from common.models.pretrained import load_or_debug_fallback, overridden_keys
-from common.reports import save_confusion_matrix, write_table
+from common.reports.figures import save_confusion_matrix
+from common.reports.tables import write_table
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,9 @@ import torch
 
 from common.interpreters.prototypes import high_activation_box, prototype_maps
 from common.io import atomic_write_json
-from common.reports import save_prototype_figure, save_wav, write_table
+from common.reports.audio import save_wav
+from common.reports.figures import save_prototype_figure
+from common.reports.tables import write_table
 
 
 def _batches(dataset, indices, batch_size):
@@ -231,7 +233,7 @@ def _training_matches(global_index, global_dir, prototype, folder):
 
 def _localize(model, X, labels, events, class_names, percentile=95):
     """Per labelled species with true events: its most activated prototype's box against those events."""
-    from common.data.soundscapes import event_boxes_on_grid
+    from common.data.synthetic.soundscapes import event_boxes_on_grid
 
     fe, k = model.front_end, model.head.prototypes_per_class
     T, F = X.shape[1], X.shape[2]

@@ -10,7 +10,7 @@ fits K subspaces (``fit_class_concepts``). On the class's test segments
 - the shared evaluation suite on the LRP and DRSA explanations;
 - patch / concept flipping (AUPC) of each, by every removal order asked for;
 - with synthetic ground truth (``ground_truth/<clip>.json``, see
-  ``common.data.synthetic_music``), the separation of the known components
+  ``common.data.synthetic.music``), the separation of the known components
   by the concept heatmaps, DRSA against the random subspaces;
 - for the first few segments, a figure (log-mel | LRP | K concepts) and the
   concepts as audio (positive-relevance mask -> original phase -> ISTFT).
@@ -26,7 +26,8 @@ import torch
 
 from common.interpreters.drsa import DRSAInterpreter, collect_drsa_pairs, concept_explanations, fit_drsa
 from common.metrics.concepts import aupc, concept_separation, flipping_curve, flipping_order
-from common.reports import save_image_panels, save_wav
+from common.reports.audio import save_wav
+from common.reports.figures import save_image_panels
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def fit_class_concepts(
 
 def segment_component_masks(ground_truth_folder, front_end, clip_ids, starts, n_frames):
     """(B, M, T, F) masks of each clip's known components, with their names; (None, None) without ground truth."""
-    from common.data.synthetic_music import component_masks, load_music_ground_truth
+    from common.data.synthetic.music import component_masks, load_music_ground_truth
 
     folder = Path(ground_truth_folder) if ground_truth_folder else None
     if folder is None or not all((folder / f"{clip}.json").is_file() for clip in clip_ids):
@@ -227,7 +228,7 @@ def run_concept_analysis(hparams, datasets):
     from common.interpreters.drsa import load_subspaces, save_subspaces
     from common.metrics import EvaluationSuite
     from common.metrics.suite import summarize
-    from common.reports import write_metric_tables
+    from common.reports.tables import write_metric_tables
 
     classifier, lrp = hparams["classifier"].eval(), hparams["lrp"]
     encoder = hparams["label_encoder"]

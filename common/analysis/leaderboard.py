@@ -370,9 +370,9 @@ def prototype_network(classifier, X, labels, prototypes_per_class=2, epochs=30, 
     trained as one: a softmax cross-entropy would fit only the logits' differences, not the probabilities
     the suite scores. Returns the network in eval mode.
     """
-    from common.losses import AsymmetricLoss
     from common.models.protopnet import AudioProtoPNet
     from common.models.prototypes import PrototypeHead
+    from common.training.losses import AsymmetricLoss
 
     encoder = copy.deepcopy(classifier.embedding_model)
     with torch.no_grad():

@@ -17,8 +17,8 @@ import torch
 
 from common.io import atomic_write_json
 from common.metrics.multilabel import MultilabelAccumulator
-from common.reports import write_table
-from common.training import ClassifierBrain, WarmupCosineScheduler, train_loader_options
+from common.reports.tables import write_table
+from common.training.classifier import ClassifierBrain, WarmupCosineScheduler, train_loader_options
 
 logger = logging.getLogger(__name__)
 

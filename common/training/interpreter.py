@@ -24,7 +24,7 @@ import torch
 
 from common.data.contamination import NoiseFolder, contaminate_batch, parse_conditions
 from common.data.datasets import output_label
-from common.data.synthetic import load_ground_truth
+from common.data.synthetic.scenes import load_ground_truth
 from common.errors import CheckpointError
 from common.features import mask_on_grid
 from common.interpreters.base import FrozenOutputs
@@ -37,8 +37,10 @@ from common.models.pretrained import (
     recipe_command,
     resolve_recipe_paths,
 )
-from common.reports import save_explanation_figure, save_wav, write_metric_tables, write_table
-from common.training import CpuDistributedMixin, EvaluateBestCheckpointMixin, write_extras
+from common.reports.audio import save_wav
+from common.reports.figures import save_explanation_figure
+from common.reports.tables import write_metric_tables, write_table
+from common.training.classifier import CpuDistributedMixin, EvaluateBestCheckpointMixin, write_extras
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +185,7 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
     def _music_ground_truth(self, batch, X):
         """Synthetic music (ground_truth/<clip>.json): where the genre's discriminative component(s) sound in
         each segment, on the classifier's grid; None when a clip has no such file."""
-        from common.data.synthetic_music import component_masks, load_music_ground_truth
+        from common.data.synthetic.music import component_masks, load_music_ground_truth
 
         masks = []
         for clip, start in zip(batch.clip_id, batch.segment_start_s.tolist(), strict=True):
@@ -491,7 +493,7 @@ def run_interpreter_recipe(argv, brain_class=InterpreterBrain, load_extra=None, 
     trained interpreter is evaluated under each condition (eval.py).
     """
     from common.recipe import setup_experiment
-    from common.training import build_brain, fit_and_evaluate
+    from common.training.classifier import build_brain, fit_and_evaluate
 
     hparams, run_opts, _, overrides = setup_experiment(argv)
     context = RunContext.of(run_opts, overrides)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.data.synthetic import _bandpass_noise, _envelope, _rms
+from common.data.synthetic.scenes import _bandpass_noise, _envelope, _rms
 
 PEAK = 0.9  # every returned mixture is scaled to this peak (max abs)
 PITCH_JITTER = 0.02  # calls of one species vary in pitch by up to this factor (log), either way

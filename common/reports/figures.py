@@ -1,45 +1,8 @@
-"""Report writers: tables (markdown/CSV), confusion-matrix figures.
-
-All files are written atomically.
-"""
-
-import csv
-import io
-from pathlib import Path
+"""Figures (png), written atomically: confusion matrices, spectrogram panels, saliency heatmaps, prototypes."""
 
 import numpy as np
 
-from common.io import atomic_path, atomic_write_text
-
-
-def format_value(value, digits=4):
-    if isinstance(value, float):
-        return (
-            f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}".rstrip("0").rstrip(".")
-        )
-    return str(value)
-
-
-def markdown_table(rows, columns=None):
-    """Rows (list of dicts) -> a GitHub markdown table."""
-    columns = columns or list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(format_value(row.get(c, "")) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_table(rows, path_stem, columns=None):
-    """Write ``rows`` as ``<stem>.md`` and ``<stem>.csv``; return the markdown."""
-    columns = columns or list(rows[0])
-    text = markdown_table(rows, columns)
-    atomic_write_text(f"{path_stem}.md", text)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(f"{path_stem}.csv", buf.getvalue())
-    return text
+from common.io import atomic_path
 
 
 def save_confusion_matrix(cm, labels, path, title="Confusion matrix"):
@@ -68,48 +31,6 @@ def save_confusion_matrix(cm, labels, path, title="Confusion matrix"):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-
-
-def _plain(value):
-    """numpy / torch scalars -> Python numbers, so CSV cells hold numbers, not reprs."""
-    return value.item() if hasattr(value, "item") else value
-
-
-def _columns(rows):
-    """Union of the rows' keys, in first-seen order."""
-    return list(dict.fromkeys(key for row in rows for key in row))
-
-
-def write_metric_tables(per_clip_rows, summary_rows, out_dir, stem="metrics"):
-    """Write ``<stem>_per_clip.csv`` and ``<stem>_summary.md`` / ``.csv`` under ``out_dir``.
-
-    ``per_clip_rows``: one dict per clip (e.g. method, clip, one value per
-    metric); ``summary_rows``: one dict per method (display names as keys).
-    Rows may differ in keys: the columns are their union. Returns the
-    summary's markdown.
-    """
-    if not summary_rows:
-        raise ValueError("write_metric_tables needs at least one summary row")
-    out_dir = Path(out_dir)
-    per_clip_rows = [{k: _plain(v) for k, v in row.items()} for row in per_clip_rows]
-    summary_rows = [{k: _plain(v) for k, v in row.items()} for row in summary_rows]
-    buf = io.StringIO()
-    if per_clip_rows:
-        writer = csv.DictWriter(buf, fieldnames=_columns(per_clip_rows), restval="")
-        writer.writeheader()
-        writer.writerows(per_clip_rows)
-    atomic_write_text(out_dir / f"{stem}_per_clip.csv", buf.getvalue())
-    return write_table(summary_rows, out_dir / f"{stem}_summary", columns=_columns(summary_rows))
-
-
-def save_wav(path, wav, sample_rate):
-    """Write a mono waveform (tensor or array) as 16-bit PCM, atomically; peak-limited to [-1, 1]."""
-    import soundfile as sf
-
-    data = wav.detach().cpu().numpy() if hasattr(wav, "detach") else np.asarray(wav)
-    data = np.clip(np.nan_to_num(data.astype(np.float32)), -1.0, 1.0)
-    with atomic_path(path, suffix=".wav") as tmp:
-        sf.write(str(tmp), data, int(sample_rate), subtype="PCM_16", format="WAV")
 
 
 def _numpy(a):
@@ -174,7 +95,6 @@ def save_prototype_figure(X, similarity, box, path, title=""):
     plt.close(fig)
 
 
-# -- post-hoc explanations: heatmaps, component bars, listenable top-k components ------------------
 def save_saliency_heatmap(X, saliency, path, title="", ylabel="frequency bin"):
     """The spectrogram (grey) and a saliency heatmap over it, time on x, as a png, atomically.
 
@@ -237,24 +157,3 @@ def save_component_bars(weights, path, title="", labels=None, xlabel="time segme
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
-
-
-def save_top_components_wav(path, classifier, wav, components, weights, k, sample_rate=None):
-    """Write the top-``k`` positive components of one clip as a wav; return their (T, F) mask.
-
-    ``wav`` (samples,), ``components`` (T, F) ids on the classifier's grid,
-    ``weights`` (K,) per component. The binary mask goes the way of every
-    listenable explanation (``Explanation.to_wav``): mask -> STFT grid ->
-    original phase -> ISTFT.
-    """
-    import torch
-
-    from common.interpreters.base import Explanation
-    from common.interpreters.components import top_components_mask
-
-    mask = top_components_mask(weights, components, k)[None].to(wav.dtype)
-    explanation = Explanation(saliency=mask, mask=mask, target=torch.zeros(1, dtype=torch.long))
-    with torch.no_grad():
-        audio = explanation.to_wav(classifier, wav[None])[0]
-    save_wav(path, audio, sample_rate or classifier.front_end.sample_rate)
-    return mask[0]

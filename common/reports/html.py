@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from common.io import atomic_path, atomic_write_text
-from common.reports import format_value
+from common.reports.tables import format_value
 
 RUN_FILE = "run.json"
 

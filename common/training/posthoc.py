@@ -12,9 +12,9 @@ per segment or band; a grid or superpixels are read on the heatmap).
 
 from pathlib import Path
 
-from common.interpreter_brain import InterpreterBrain
 from common.interpreters.components import MelBands, TimeSegments
-from common.reports import save_component_bars, save_saliency_heatmap
+from common.reports.figures import save_component_bars, save_saliency_heatmap
+from common.training.interpreter import InterpreterBrain
 
 
 class PosthocInterpreterBrain(InterpreterBrain):

@@ -17,8 +17,8 @@ import torch
 
 from common.data.datasets import output_labels
 from common.io import atomic_write_json
-from common.reports import write_table
-from common.training import ClassifierBrain
+from common.reports.tables import write_table
+from common.training.classifier import ClassifierBrain
 
 
 class ClipAggregator:

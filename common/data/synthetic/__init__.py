@@ -1,0 +1,1 @@
+"""Synthetic designs with ground truth: event scenes, music, BirdSet-style soundscapes."""

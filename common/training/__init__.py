@@ -1,0 +1,1 @@
+"""The Brains (classifiers, interpreters, post-hoc explainers), their checkpoints and losses."""
