@@ -5,25 +5,19 @@ filterbank first), as in SpeechBrain's ESC-50 recipes (16 kHz, n_fft 1024,
 hop 11.6099 ms, window 23.2199 ms).
 Backward (listenable explanations): mask -> masked magnitude -> original
 phase -> ISTFT -> waveform.
+
+Every front-end implements ``FrontEnd``: callers ask it (its STFT grid, the
+way back to audio, its silence, its dB scale, its bins' frequencies, its
+frame rate) instead of testing which class it is or which methods it has.
 """
 
+import abc
 import math
 
 import torch
 from speechbrain.processing.features import ISTFT, STFT, Filterbank, spectral_magnitude
 
-from common.errors import ConfigError
-
-
-def mask_on_grid(mask, front_end, shape):
-    """A (T, F') ground-truth mask -> the classifier's (T, F) grid, or None when it cannot be mapped.
-
-    A mask on the linear STFT grid goes to a mel front-end's bands (a band is
-    in the event when at least half of its filter-weighted bins are).
-    """
-    if mask.shape[0] == shape[0] and mask.shape[1] != shape[1] and hasattr(front_end, "stft_mask_to_grid"):
-        mask = (front_end.stft_mask_to_grid(mask[None].float())[0] >= 0.5).float()
-    return mask if tuple(mask.shape) == tuple(shape) else None
+from common.errors import ConfigError, ToolkitError
 
 
 def keep_masked(X, keep, silence):
@@ -61,7 +55,131 @@ def n_frames(sample_rate, signal_length_s, hop_length):
     return int(round(sample_rate * signal_length_s)) // hop + 1
 
 
-class Log1pSpectrogram(torch.nn.Module):
+# -- dB scales: a front-end's values <-> dB of power ---------------------------------------
+class DecibelScale:
+    """X = (dB - mean) / std: a dB spectrogram, optionally z-scored (MelDbSpectrogram)."""
+
+    def __init__(self, mean=0.0, std=1.0):
+        if std <= 0:
+            raise ToolkitError(f"DecibelScale needs a positive std, got {std}")
+        self.mean, self.std = float(mean), float(std)
+
+    def to_db(self, X):
+        return X * self.std + self.mean
+
+    def from_db(self, db):
+        return (db - self.mean) / self.std
+
+
+class Log1pMagnitudeScale:
+    """X = log1p(P ** spec_mag_power), P the power spectrum (Log1pSpectrogram).
+
+    Bins whose power is 0 (digital silence) have no dB value; they are read as
+    ``floor_db`` so every clip has finite features.
+    """
+
+    def __init__(self, spec_mag_power=0.5, floor_db=-160.0):
+        self.spec_mag_power, self.floor_db = float(spec_mag_power), float(floor_db)
+
+    def to_db(self, X):
+        magnitude = torch.expm1(X).clamp(min=10.0 ** (self.floor_db * self.spec_mag_power / 10.0))
+        return (10.0 / self.spec_mag_power) * torch.log10(magnitude)
+
+    def from_db(self, db):
+        return torch.log1p(10.0 ** (db * self.spec_mag_power / 10.0))
+
+
+# -- the interface ---------------------------------------------------------------------------
+class FrontEnd(torch.nn.Module, metaclass=abc.ABCMeta):
+    """What every front-end implements: waveforms (B, samples) -> X (B, T, F), and back.
+
+    Attributes: ``sample_rate`` (Hz). The STFT grid: ``n_fft``, ``hop``
+    (samples between frames), ``stft(wavs)`` (B, T, n_fft // 2 + 1, 2) in
+    SpeechBrain's layout; X's grid: ``n_bins`` (F), ``n_frames(n_samples)``
+    (T), ``frame_rate`` (frames per second), ``bin_frequencies()`` (F,) Hz,
+    ``on_stft_grid`` (whether X's bins are the STFT's). Masks:
+    ``mask_to_stft_grid`` / ``stft_mask_to_grid`` move a mask between X's grid
+    and the STFT's, ``mask_to_wav(stft_mask, stft, length)`` is the input
+    filtered by an STFT-grid mask (original phase). ``silence(X)`` (B, 1, 1):
+    what a bin with no energy is in each clip. ``to_db`` / ``from_db``: X <->
+    dB of power.
+    """
+
+    sample_rate: int
+
+    @property
+    @abc.abstractmethod
+    def n_fft(self):
+        """FFT size of the STFT grid."""
+
+    @property
+    @abc.abstractmethod
+    def hop(self):
+        """Samples between consecutive frames."""
+
+    @property
+    @abc.abstractmethod
+    def n_bins(self):
+        """F: frequency bins of X."""
+
+    @property
+    @abc.abstractmethod
+    def on_stft_grid(self):
+        """Whether X's bins are the STFT's (no mel filterbank between them)."""
+
+    @property
+    def frame_rate(self):
+        """Frames of X per second."""
+        return self.sample_rate / self.hop
+
+    def n_frames(self, n_samples):
+        """T of the (centred) STFT of ``n_samples`` samples."""
+        return n_samples // self.hop + 1
+
+    @abc.abstractmethod
+    def forward(self, wavs):
+        """(B, samples) -> X (B, T, F)."""
+
+    @abc.abstractmethod
+    def stft(self, wavs):
+        """Complex STFT (B, T, n_fft // 2 + 1, 2)."""
+
+    @abc.abstractmethod
+    def bin_frequencies(self):
+        """(F,) centre frequency (Hz) of each bin of X, ascending."""
+
+    @abc.abstractmethod
+    def mask_to_stft_grid(self, mask):
+        """(B, T, F) mask on X's grid -> (B, T, n_fft // 2 + 1) on the STFT grid."""
+
+    @abc.abstractmethod
+    def stft_mask_to_grid(self, mask):
+        """(B, T, n_fft // 2 + 1) mask on the STFT grid -> (B, T, F) on X's grid."""
+
+    def mask_to_wav(self, mask, stft, length=None):
+        """The input filtered by a (B, T, n_fft // 2 + 1) STFT-grid mask, with its original phase."""
+        if mask.shape != stft.shape[:-1]:
+            raise ValueError(f"mask shape {tuple(mask.shape)} does not match the STFT grid {tuple(stft.shape[:-1])}")
+        return self._istft(stft * mask.unsqueeze(-1), length)
+
+    @abc.abstractmethod
+    def _istft(self, stft, length):
+        """Inverse of ``stft``."""
+
+    @abc.abstractmethod
+    def silence(self, X):
+        """(B, 1, 1): what a bin holding no energy is in each clip of X."""
+
+    @abc.abstractmethod
+    def to_db(self, X):
+        """X -> dB of power, same shape."""
+
+    @abc.abstractmethod
+    def from_db(self, db):
+        """dB of power -> X, same shape."""
+
+
+class Log1pSpectrogram(FrontEnd):
     """log1p of the STFT magnitude (optionally of a mel filterbank of it).
 
     Output: (batch, time, freq). ``stft(wavs)`` exposes the complex STFT for
@@ -93,6 +211,30 @@ class Log1pSpectrogram(torch.nn.Module):
     @property
     def n_bins(self):
         return self.compute_fbank.n_mels if self.compute_fbank is not None else self.compute_stft.n_fft // 2 + 1
+
+    @property
+    def n_fft(self):
+        return self.compute_stft.n_fft
+
+    @property
+    def hop(self):
+        return self.compute_stft.hop_length  # samples (the constructor's hop_length is in ms)
+
+    @property
+    def on_stft_grid(self):
+        return self.compute_fbank is None
+
+    def bin_frequencies(self):
+        """The linear bins' frequencies, or the mel filters' centres."""
+        if self.compute_fbank is not None:
+            return self.compute_fbank.f_central.detach()
+        return torch.linspace(0.0, self.sample_rate / 2, self.n_fft // 2 + 1)
+
+    def to_db(self, X):
+        return Log1pMagnitudeScale(self.spec_mag_power).to_db(X)
+
+    def from_db(self, db):
+        return Log1pMagnitudeScale(self.spec_mag_power).from_db(db)
 
     def stft(self, wavs):
         """Complex STFT in SpeechBrain's layout (batch, time, freq, 2)."""
@@ -136,18 +278,11 @@ class Log1pSpectrogram(torch.nn.Module):
         fbank = self._filterbank_matrix(mask.device, mask.dtype)
         return (mask @ fbank) / fbank.sum(dim=0).clamp(min=1e-8)
 
-    def mask_to_wav(self, mask, stft, length=None):
-        """Listenable version of a (batch, time, freq) STFT-grid mask.
-
-        The mask scales the magnitude and the original phase is kept, so the
-        result is the input signal filtered by the mask.
-        """
-        if mask.shape != stft.shape[:-1]:
-            raise ValueError(f"mask shape {tuple(mask.shape)} does not match the STFT grid {tuple(stft.shape[:-1])}")
-        return self.compute_istft(stft * mask.unsqueeze(-1), sig_length=length)
+    def _istft(self, stft, length):
+        return self.compute_istft(stft, sig_length=length)
 
 
-class MelDbSpectrogram(torch.nn.Module):
+class MelDbSpectrogram(FrontEnd):
     """AudioProtoPNet's / BirdSet's front-end: power STFT -> mel -> dB (top_db per example) -> z-score.
 
     Defaults are the paper's: 32 kHz, n_fft 2048, hop 256, 256 mel bands,
@@ -172,7 +307,7 @@ class MelDbSpectrogram(torch.nn.Module):
         import torchaudio
 
         self.sample_rate = sample_rate
-        self.n_fft = n_fft
+        self._n_fft = n_fft
         self.hop_length = hop_length
         self.top_db = top_db
         self.mean = mean
@@ -184,6 +319,28 @@ class MelDbSpectrogram(torch.nn.Module):
     def n_bins(self):
         return self.mel_scale.n_mels
 
+    @property
+    def n_fft(self):
+        return self._n_fft
+
+    @property
+    def hop(self):
+        return self.hop_length
+
+    @property
+    def on_stft_grid(self):
+        return False
+
+    def bin_frequencies(self):
+        """The mel filters' centres."""
+        return self.mel_band_edges_hz()[1:-1]
+
+    def to_db(self, X):
+        return DecibelScale(self.mean, self.std).to_db(X)
+
+    def from_db(self, db):
+        return DecibelScale(self.mean, self.std).from_db(db)
+
     def silence(self, X):
         """(B, 1, 1): each clip's no-energy level in z units (its ``top_db`` floor, or the power floor)."""
         absolute = (10.0 * math.log10(self.POWER_FLOOR) - self.mean) / self.std
@@ -191,9 +348,6 @@ class MelDbSpectrogram(torch.nn.Module):
             return X.new_full((X.shape[0], 1, 1), absolute)
         floor = X.amax(dim=(1, 2), keepdim=True) - self.top_db / self.std
         return floor.clamp(min=absolute)
-
-    def n_frames(self, n_samples):
-        return n_samples // self.hop_length + 1
 
     def power_to_db(self, power):
         """10 log10, floored ``top_db`` below each example's maximum (not the batch's)."""
@@ -244,11 +398,13 @@ class MelDbSpectrogram(torch.nn.Module):
         fb = self.mel_scale.fb.to(mask.device, mask.dtype)  # (n_stft, n_mels)
         return (mask @ fb.T) / fb.sum(dim=1).clamp(min=1e-8)
 
-    def mask_to_wav(self, mask, stft, length=None):
-        """The input filtered by a linear-grid mask (original phase), as a waveform."""
-        if mask.shape != stft.shape[:-1]:
-            raise ValueError(f"mask shape {tuple(mask.shape)} does not match the STFT grid {tuple(stft.shape[:-1])}")
-        spec = torch.view_as_complex((stft * mask.unsqueeze(-1)).transpose(1, 2).contiguous())
+    def stft_mask_to_grid(self, mask):
+        """A (B, T, n_fft/2+1) mask -> (B, T, mel), each band the filter-weighted mean of its linear bins."""
+        fb = self.mel_scale.fb.to(mask.device, mask.dtype)  # (n_stft, n_mels)
+        return (mask @ fb) / fb.sum(dim=0).clamp(min=1e-8)
+
+    def _istft(self, stft, length):
+        spec = torch.view_as_complex(stft.transpose(1, 2).contiguous())
         window = torch.hann_window(self.n_fft, device=spec.device)
         return torch.istft(spec, self.n_fft, self.hop_length, window=window, length=length)
 

@@ -69,9 +69,7 @@ class PretrainedInterpreter:
         self.hparams = hparams
         self.device = device
         self.classifier = hparams["classifier"].to(device).eval()
-        self.interpreter = hparams["interpreter"]
-        if isinstance(self.interpreter, torch.nn.Module):
-            self.interpreter.to(device).eval()
+        self.interpreter = hparams["interpreter"].to(device).eval()
         self.label_encoder = label_encoder
         self.sample_rate = hparams["sample_rate"]
 

@@ -1,7 +1,12 @@
-"""Command-line and hparams plumbing shared by every recipe script."""
+"""Command-line and hparams plumbing shared by every recipe script, and the one way to run a recipe from Python."""
 
+import json
+import os
+import re
 import shutil
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import speechbrain as sb
@@ -50,3 +55,120 @@ def setup_experiment(argv=None):
         hparams["test_only"] = bool(run_opts["test_only"])
     hparams["test_only"] = bool(hparams.get("test_only", False))
     return hparams, run_opts, hparams_file, overrides
+
+
+# -- running a recipe script as a user would --------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+
+
+class RecipeError(RuntimeError):
+    """A recipe script exited non-zero; the message holds its command line, its log file and the log's tail."""
+
+
+def resolve(path, cwd=None):
+    """A recipe-relative path (``recipes/...``) against the repository unless it exists from ``cwd`` (default:
+    here) and not there."""
+    path = Path(path)
+    here = Path(cwd or ".") / path
+    return (
+        path if path.is_absolute() else here.resolve() if here.exists() and not (REPO / path).exists() else REPO / path
+    )
+
+
+def cli_value(value):
+    """One command-line value as hyperpyyaml parses it back (lists and mappings as compact YAML flow)."""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value).replace(" ", "")
+    return str(value)
+
+
+def override_args(overrides):
+    """``{key: value}`` -> ``["--key", "value", ...]``; a sequence is taken as ready-made arguments."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, dict):
+        return [item for key, value in overrides.items() for item in (f"--{key}", cli_value(value))]
+    return [str(item) for item in overrides]
+
+
+def hparams_keys(hparams):
+    """The top-level keys an hparams file defines (hyperpyyaml refuses overrides of any other key)."""
+    return set(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:", resolve(hparams).read_text(), flags=re.M))
+
+
+def only_known(overrides, hparams):
+    """The overrides whose key the hparams file defines."""
+    keys = hparams_keys(hparams)
+    return {k: v for k, v in overrides.items() if k in keys}
+
+
+def run_recipe(
+    script,
+    hparams,
+    overrides=None,
+    log_file=None,
+    *,
+    cwd=None,
+    env=None,
+    timeout=None,
+    check=True,
+    launcher=None,
+    echo=False,
+    tail_lines=30,
+):
+    """Run ``python script hparams --key value ...`` from the repository root; return the CompletedProcess.
+
+    ``overrides``: a mapping (``--key value`` each) or a list of ready-made arguments. The output
+    (stdout and stderr, interleaved as printed) is returned as ``stdout``, written to ``log_file`` as
+    it comes when one is given, and printed as it comes when ``echo``. ``launcher`` replaces
+    ``[python]`` (e.g. torchrun); ``env`` adds to the environment. A non-zero exit raises
+    ``RecipeError`` with the last ``tail_lines`` lines of output unless ``check`` is False.
+    """
+    script, hparams = resolve(script, cwd), resolve(hparams, cwd)
+    cmd = [*(launcher or [sys.executable]), str(script), str(hparams), *override_args(overrides)]
+    print("$", " ".join(cmd), flush=True)
+    log = None
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_file, "w", encoding="utf-8")  # noqa: SIM115 (closed below; written as the recipe runs)
+    lines = []
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd or REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    timed_out = threading.Event()
+
+    def kill():
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill) if timeout else None
+    try:
+        if timer:
+            timer.start()
+        for line in proc.stdout:
+            lines.append(line)
+            if log:
+                log.write(line)
+                log.flush()
+            if echo:
+                print(line, end="", flush=True)
+        proc.wait()
+    finally:
+        if timer:
+            timer.cancel()
+        if log:
+            log.close()
+    output = "".join(lines)
+    if timed_out.is_set():
+        raise subprocess.TimeoutExpired(cmd, timeout, output=output)
+    if check and proc.returncode != 0:
+        where = f"; log: {log_file}" if log_file is not None else ""
+        tail = "".join(lines[-tail_lines:])
+        raise RecipeError(f"Recipe failed (exit {proc.returncode}): {' '.join(cmd)}{where}\n{tail}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout=output, stderr="")

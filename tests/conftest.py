@@ -109,17 +109,17 @@ def copy_dataset(src, dst):
     return dst
 
 
-def run_recipe(script, hparams, *args, cwd=None, env=None, timeout=900, check=True, launcher=None):
-    """Run a recipe script as a user would; return the CompletedProcess."""
-    cmd = [*(launcher or [sys.executable]), str(script), str(hparams), *map(str, args)]
-    proc = subprocess.run(
-        cmd, cwd=cwd or REPO, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-        )
-    return proc
+def run_recipe(script, hparams, *args, timeout=900, **options):
+    """Run a recipe script as a user would (``common.recipe.run_recipe``: ``cwd``, ``env``, ``check``, ``launcher``);
+    return the CompletedProcess, whose ``stdout`` holds stdout and stderr as printed. A failed recipe is a failed
+    assertion, with its output's tail."""
+    from common.recipe import RecipeError
+    from common.recipe import run_recipe as run
+
+    try:
+        return run(script, hparams, list(args), timeout=timeout, tail_lines=120, **options)
+    except RecipeError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def tiny_overrides(model, *changes):

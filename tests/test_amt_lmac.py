@@ -15,6 +15,7 @@ from common.models import AudioClassifier
 
 
 def transformer_classifier(kind, n_classes=3):
+    torch.manual_seed(0)  # the tiny backbones are randomly initialised: the same ones in every run
     if kind == "focalnet":
         config = transformers.FocalNetConfig(
             image_size=64, embed_dim=8, depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 64, 64], out_features=["stage4"]
@@ -54,9 +55,12 @@ def test_focalnet_amt_is_the_last_modulators_channel_norm_resized_and_top_fracti
     assert not modulator._forward_hooks  # AMT removed its own hook
     explanation = amt.explain(X=X)
     assert explanation.saliency.shape == X.shape
-    kept = explanation.mask.flatten(1).mean(1)
-    assert torch.all((kept >= 0.09) & (kept <= 0.15)), kept
-    assert set(explanation.mask.unique().tolist()) <= {0.0, 1.0}
+    # the mask is the bins at or above each clip's 0.9 quantile: at least a tenth, more only by ties
+    # (the map is a bilinear upsampling of a 2x2 grid, so plateaus at the edges tie)
+    flat = explanation.saliency.flatten(1)
+    threshold = torch.quantile(flat, 0.9, dim=1, keepdim=True)
+    assert torch.equal(explanation.mask.flatten(1), (flat >= threshold).float())
+    assert torch.all(explanation.mask.flatten(1).mean(1) >= 0.1 - 1e-6)
 
 
 def test_vit_amt_is_the_last_layers_cls_attention_averaged_over_heads():

@@ -105,7 +105,9 @@ def check_amt_reads_the_classifier(out, top_fraction=0.1):
     assert torch.all(saliency.std(dim=1) > 1e-4 * saliency.abs().mean(dim=1)), saliency.std(dim=1)
     sps = EvaluationSuite(["sps"]).evaluate(classifier, X, explanation)["sps"]
     assert torch.allclose(sps, torch.tensor([float(r["sps"]) for r in rows]), rtol=1e-3, atol=1e-6)
-    assert torch.all(per_clip_correlation(explanation.saliency, InputMagnitude(classifier).attribute(X)) < 0.9)
+    assert torch.all(
+        per_clip_correlation(explanation.saliency, InputMagnitude(classifier).attribute(X, explanation.target)) < 0.9
+    )
     torch.manual_seed(0)
     backbone = classifier.embedding_model
     for module in backbone.modules():

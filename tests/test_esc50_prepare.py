@@ -4,6 +4,7 @@ import csv
 import json
 import logging
 import urllib.error
+import urllib.request
 import zipfile
 
 import pytest
@@ -93,7 +94,7 @@ def test_missing_data_folder_offline_says_where_to_put_the_data(tmp_path, monkey
     def offline(*a, **k):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(esc50.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     target = tmp_path / "ESC-50-master"
     with pytest.raises(DataNotFoundError, match=r"download failed.*--data_folder.*ESC-50-master"):
         prepare(target, tmp_path)

@@ -8,20 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from common.analysis.global_effects import (
-    CLIP_FEATURES,
-    BandEnergy,
-    DecibelScale,
-    Log1pMagnitudeScale,
-    Loudness,
-    SpectrogramDomain,
-    accumulated_local_effects,
-    ale_for_features,
-    build_clip_features,
-    write_ale_results,
-)
+from common.analysis.ale import accumulated_local_effects, ale_for_features, write_ale_results
+from common.analysis.clip_features import CLIP_FEATURES, BandEnergy, Loudness, SpectrogramDomain, build_clip_features
 from common.errors import DataError, ToolkitError
-from common.features import Log1pSpectrogram, MelDbSpectrogram
+from common.features import DecibelScale, Log1pMagnitudeScale, Log1pSpectrogram, MelDbSpectrogram
 
 N_FRAMES, N_BINS, FRAME_RATE = 100, 24, 50.0
 BIN_HZ = torch.logspace(math.log10(60.0), math.log10(8000.0), N_BINS)  # mel-like spacing

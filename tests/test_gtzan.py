@@ -28,6 +28,7 @@ from common.data.gtzan import (
     read_split_list,
 )
 from common.data.segments import segment_starts
+from common.data.synthetic.ground_truth import read_ground_truth
 from common.data.synthetic.music import (
     CONCEPT_CLASSES,
     CONCEPT_MIXTURES,
@@ -35,7 +36,6 @@ from common.data.synthetic.music import (
     GENRES,
     band_ranges_hz,
     component_masks,
-    load_music_ground_truth,
     make_synthetic_gtzan,
 )
 from common.errors import DataError, DataNotFoundError, IntegrityError
@@ -73,7 +73,7 @@ def test_synthetic_layout_and_ground_truth(music):
             clip = f"{genre}.{k:05d}"
             wav, sr = sf.read(music / "genres" / genre / f"{clip}.wav")
             assert sr == SR and wav.shape == (6 * SR,) and 0.5 < np.abs(wav).max() <= 1.0
-            truth = load_music_ground_truth(music, clip)
+            truth = read_ground_truth(music, clip)
             assert truth["genre"] == genre and truth["discriminative_component"] == own.name
             names = [c["name"] for c in truth["components"]]
             assert names == [*shared, own.name]
@@ -122,7 +122,7 @@ def test_component_masks_lie_where_the_components_sound(music):
     front_end = mel_front_end()
     wav, _ = sf.read(music / "genres" / "metal" / "metal.00001.wav", dtype="float32")
     X = front_end(torch.from_numpy(wav)[None])[0]
-    truth = load_music_ground_truth(music, "metal.00001")
+    truth = read_ground_truth(music, "metal.00001")
     masks = component_masks(truth, front_end, X.shape[0])
     assert set(masks) == {"drums", "bass", "tremolo_picking"}
     for name, mask in masks.items():
@@ -156,7 +156,7 @@ def test_concept_classes_have_three_own_sources_each_sounding_alone_or_together(
     for genre in CONCEPT_CLASSES:
         patterns = set()
         for k in range(12):
-            truth = load_music_ground_truth(tmp_path, f"{genre}.{k:05d}")
+            truth = read_ground_truth(tmp_path, f"{genre}.{k:05d}")
             names = [source.name for source in CONCEPT_MIXTURES[genre][1]]
             assert [c["name"] for c in truth["components"]] == names
             assert all(c["discriminative"] for c in truth["components"]) and truth["discriminative_component"] == names

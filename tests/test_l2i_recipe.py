@@ -9,6 +9,7 @@ import torch
 
 from common.inference import PretrainedInterpreter
 from common.metrics import EvaluationSuite
+from common.training.export import export_interpreter
 from tests.conftest import (
     INTERPRET,
     assert_objective_falls,
@@ -17,7 +18,6 @@ from tests.conftest import (
     rebuild_run,
     run_recipe,
 )
-from tools.export_interpreter import export_interpreter
 
 NMF_ARGS = ["--batch_size", "2"]
 L2I_TINY = ["--K", "100", "--psi_dim", "16", "--psi_upsample", "2", "--batch_size", "2"]

@@ -13,8 +13,10 @@ import yaml
 from common.analysis.leaderboard import (
     default_cascade,
     last_encoder_block,
+    load_config,
     randomized_copy,
     rebind,
+    run,
     sanity_check,
     spearman,
 )
@@ -122,8 +124,6 @@ def write_config(tmp_path, text):
 
 
 def test_malformed_configs_name_the_file_and_the_key(tmp_path):
-    from tools.leaderboard import load_config
-
     base = (
         "output_folder: out\ndata: {folder: d}\n"
         "classifiers: {cnn: {hparams: recipes/ESC50/classification/hparams/logmel_cnn.yaml}}\n"
@@ -148,13 +148,28 @@ def test_malformed_configs_name_the_file_and_the_key(tmp_path):
 
 @pytest.fixture(scope="module")
 def debug_run(tmp_path_factory):
-    from tools.leaderboard import main
+    """The debug leaderboard run, with the files moved into place by an atomic write recorded."""
+    import common.io
 
     out = tmp_path_factory.mktemp("leaderboard")
-    rows, folder = main(
-        [str(DEBUG_CONFIG), "--output_folder", str(out), "--data_folder", str(out / "data"), "--no_progress"]
-    )
-    return rows, folder
+    moved, replace = [], common.io.os.replace
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(common.io.os, "replace", lambda src, dst: (moved.append(Path(dst)), replace(src, dst))[1])
+        rows, folder = run(load_config(DEBUG_CONFIG, data_folder=out / "data", output_folder=out), progress=False)
+    return rows, folder, moved
+
+
+def test_debug_run_writes_every_output_atomically_and_keeps_the_methods_extras(debug_run):
+    """The table, the per-clip CSV and run.json are moved into place whole (a crash never leaves half a file);
+    the per-clip rows carry each method's own diagnostics (DRSA's concept relevances) beside the metrics."""
+    _, folder, moved = debug_run
+    moved = {path.name for path in moved if path.parent == folder}
+    assert {"leaderboard.md", "leaderboard.csv", "leaderboard_per_clip.csv", "run.json"} <= moved
+    with open(folder / "leaderboard_per_clip.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    drsa = [row for row in rows if row["method"] == "drsa"]
+    assert len(drsa) == 6 and all(math.isfinite(float(row["concept0_relevance"])) for row in drsa)
+    assert all(row["concept0_relevance"] == "" for row in rows if row["method"] == "saliency")
 
 
 # Ranges of each column (None: any finite value)
@@ -180,7 +195,7 @@ RANGES = {
 
 
 def test_debug_leaderboard_table(debug_run):
-    rows, folder = debug_run
+    rows, folder, _ = debug_run
     methods = [row["method"] for row in rows]
     config = yaml.safe_load(DEBUG_CONFIG.read_text())
     assert methods == [m.get("label", m["name"]) for m in config["methods"]]
@@ -219,7 +234,7 @@ class _Tags(HTMLParser):
 
 
 def test_debug_run_writes_a_parsable_html_report(debug_run):
-    _, folder = debug_run
+    _, folder, _ = debug_run
     run = json.loads((folder / "run.json").read_text())
     n_methods = len(run["rows"])
     assert len(run["clips"]) == 2 and all(len(clip["methods"]) == n_methods for clip in run["clips"])
@@ -232,17 +247,86 @@ def test_debug_run_writes_a_parsable_html_report(debug_run):
     assert sum(tag == "tr" for tag, _ in parser.tags) == 1 + n_methods
 
 
-def test_every_registered_interpreter_is_listed_in_the_import_map():
-    """The leaderboard finds methods through ``common.interpreters.MODULES``: a module registering a name that the
-    map does not list (or listing a name it does not register) would silently drop a method."""
-    import importlib
+def test_every_needs_fit_method_is_built_by_its_fit_on_the_training_clips(synthetic_data, monkeypatch):
+    """No name check: an interpreter declaring ``needs_fit`` is built by ``fit(classifier, FitData, **options)``
+    (the entry's ``fit`` options and ``kwargs``) on the training clips, and explains the classifier it holds."""
+    from types import SimpleNamespace
 
-    from common.interpreters import MODULES, import_all
+    from common.analysis.leaderboard import select_rows
+    from common.analysis.leaderboard.methods import build_method
+    from common.data.audio import load_audio
+    from common.interpreters.base import FitData, Interpreter
+    from common.registry import INTERPRETERS
 
-    registry = import_all()
-    listed = {name for names in MODULES.values() for name in names}
-    assert set(registry.names()) == listed
-    for module, names in MODULES.items():
-        owned = {name for name in registry.names() if registry.get(name).__module__ == module}
-        assert owned == set(names), module
-        importlib.import_module(module)
+    model, other, calls = tiny_classifier(), tiny_classifier(), []
+
+    class Fitted(Interpreter):
+        needs_fit = True
+
+        def attribute(self, X, target):
+            return X
+
+        @classmethod
+        def fit(cls, classifier, data, **options):
+            calls.append((classifier, data, options))
+            return cls(other)
+
+    monkeypatch.setitem(INTERPRETERS._items, "fitted_for_the_test", Fitted)
+    rows = select_rows(synthetic_data, [1, 2, 3, 4], 10**6)
+    entry = SimpleNamespace(hparams={"sample_rate": 16000, "signal_length_s": 1.0})
+    method = {"name": "fitted_for_the_test", "fit": {"n_clips": 5, "epochs": 3}, "kwargs": {"percentile": 90}}
+    interpreter, explained, hparams = build_method(method, entry, model, None, synthetic_data, rows)
+    assert isinstance(interpreter, Fitted) and explained is other and hparams is None
+    [(classifier, data, options)] = calls
+    assert classifier is model and options == {"n_clips": 5, "epochs": 3, "percentile": 90}
+    assert isinstance(data, FitData) and data.classes == sorted({r["category"] for r in rows})
+    assert [data.classes[i] for i in data.labels.tolist()] == [r["category"] for r in rows]
+    wavs = torch.stack([load_audio(synthetic_data / "audio" / r["filename"], 16000, 1.0) for r in rows])
+    with torch.no_grad():
+        torch.testing.assert_close(data.X, model.features(wavs))
+
+
+def test_drsa_fit_is_fit_drsa_on_the_lrp_pairs_of_the_first_clips(trained):
+    from common.interpreters.base import FitData
+    from common.interpreters.drsa import DRSAInterpreter, collect_drsa_pairs, fit_drsa
+
+    model, X = trained
+    data = FitData(X=X, labels=torch.zeros(len(X), dtype=torch.long), classes=["a"])
+    options = {"subspace_dim": 4, "n_steps": 15, "n_restarts": 1}
+    fitted = DRSAInterpreter.fit(model, data, n_concepts=2, n_clips=8, n_positions=16, **options)
+    acts, ctxs = collect_drsa_pairs(LRPInterpreter(model), list(X[:8].split(4)), None, n_positions=16)
+    U, _ = fit_drsa(acts.flatten(0, 1), ctxs.flatten(0, 1), 2, **options)
+    assert fitted.classifier is model and fitted.n_concepts == 2 and fitted.layer is None
+    torch.testing.assert_close(fitted.U, U.float())
+
+
+def test_evaluation_loop_scores_with_the_suite_and_keeps_the_interpreters_diagnostics(trained, synthetic_data):
+    """explain -> to_wav -> suite, batch by batch, is the suite on all clips at once; the interpreter's
+    per-clip diagnostics join the scores; every clip is scored once, in order."""
+    from common.analysis.leaderboard import load_clips, select_rows
+    from common.interpreters.base import Interpreter
+    from common.metrics import EvaluationSuite
+    from common.metrics.evaluation import evaluate_interpreter
+
+    class Diagnosed(Interpreter):
+        def attribute_with_extras(self, X, target):
+            saliency = X - X.amin(dim=(1, 2), keepdim=True)
+            return saliency, {"per_clip": {"peak": saliency.flatten(1).amax(dim=1)}}
+
+    model, _ = trained
+    clips = load_clips(synthetic_data, select_rows(synthetic_data, [5], 3), 16000, 1.0, model.front_end)
+    assert clips.ground_truth is not None and clips.event_wavs is not None
+    names = ["fid_in", "pointing_game", "si_snr"]
+    evaluation = evaluate_interpreter(Diagnosed(model), model, clips.batches(2), EvaluationSuite(names))
+    assert [(b.lo, b.hi) for b in evaluation.batches] == [(0, 2), (2, 3)] and evaluation.explain_seconds > 0
+    with torch.no_grad():
+        X = model.features(clips.wavs)
+    explanation = Diagnosed(model).explain(X=X)
+    wavs = explanation.to_wav(model, clips.wavs)
+    expected = EvaluationSuite(names).evaluate(
+        model, X, explanation, ground_truth=clips.ground_truth, interpretation_wavs=wavs, event_wavs=clips.event_wavs
+    )
+    assert set(evaluation.per_clip) == {*names, "peak"}
+    for name in names:
+        torch.testing.assert_close(evaluation.per_clip[name].double(), expected[name].double(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(evaluation.per_clip["peak"], explanation.saliency.flatten(1).amax(dim=1))

@@ -1,10 +1,12 @@
 """LRP (zennit composites, BatchNorm canonizer) and DRSA: conservation, exact decomposition, subspace recovery."""
 
+import contextlib
 import math
 
 import numpy as np
 import pytest
 import torch
+import zennit.canonizers
 from torch import nn
 
 from common.errors import CheckpointError
@@ -18,9 +20,8 @@ from common.interpreters.drsa import (
     load_subspaces,
     random_orthogonal,
     save_subspaces,
-    subspace_alignment,
 )
-from common.interpreters.lrp import LRPInterpreter, conv_blocks, gradient_saliency, lrp_context, merged_batchnorm
+from common.interpreters.lrp import LRPInterpreter, conv_blocks, gradient_saliency, lrp_context
 from common.metrics import EvaluationSuite
 from common.metrics.concepts import aupc, concept_separation, flipping_curve, flipping_order, patch_relevance
 from common.models import AudioClassifier
@@ -47,6 +48,36 @@ class _LogMelCNN(nn.Module):
 
     def forward(self, X):
         return self.features(X.unsqueeze(1))
+
+
+# -- test helpers: how well DRSA recovers planted subspaces; zennit's BatchNorm merging as a context ----
+def subspace_alignment(U, n_concepts, true_bases):
+    """How well learned subspaces recover known ones, in [0, 1] (1: each U_k inside its own true subspace).
+
+    ``true_bases``: list of (D, d_m) orthonormal bases. Energy fraction
+    ||B_m^T U_k||^2 / d of every (k, m) pair, concepts matched one-to-one to
+    true subspaces (Hungarian), averaged over the matched pairs.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    blocks = U.view(U.shape[0], n_concepts, -1)
+    d = blocks.shape[2]
+    energy = torch.stack(
+        [torch.stack([(B.T @ blocks[:, k]).pow(2).sum() / d for B in true_bases]) for k in range(n_concepts)]
+    )
+    rows, cols = linear_sum_assignment(energy.double().numpy(), maximize=True)
+    return float(energy[rows, cols].mean())
+
+
+@contextlib.contextmanager
+def merged_batchnorm(module):
+    """BatchNorms merged into the convolutions before them inside the context, restored after."""
+    handles = zennit.canonizers.SequentialMergeBatchNorm().apply(module)
+    try:
+        yield module
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def make_classifier(front_end=None, channels=(4, 8), n_classes=3, logit_scale=1.0, seed=0):

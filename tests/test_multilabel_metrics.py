@@ -22,7 +22,7 @@ from common.metrics.multilabel import (  # noqa: E402
     multilabel_scores,
     top1_accuracy,
 )
-from common.training.losses import AsymmetricLoss  # noqa: E402
+from common.models.losses import AsymmetricLoss  # noqa: E402
 
 
 def random_data(seed=0, n=60, c=6):

@@ -21,11 +21,13 @@ from common.errors import ConfigError, DataError
 from common.features import MelDbSpectrogram
 from common.interpreters import components as comp
 from common.interpreters import lime_shap, posthoc
+from common.interpreters.base import Explanation
+from common.interpreters.components import top_components_mask
 from common.metrics import EvaluationSuite
 from common.models import AudioClassifier
 from common.models.genre_cnn import GenreHead, LogMelCNN
 from common.registry import INTERPRETERS
-from common.reports.audio import save_top_components_wav
+from common.reports.audio import save_wav
 from common.reports.figures import save_component_bars, save_saliency_heatmap
 from tests.conftest import run_recipe
 
@@ -472,8 +474,11 @@ def test_report_helpers_write_readable_png_and_wav(tmp_path, classifier, X, wavs
     # keep the best segment plus a surely silent one: the wav holds only the kept segments' audio
     weights = torch.full((6,), -1.0)
     weights[2] = 1.0
-    mask = save_top_components_wav(tmp_path / "top.wav", classifier, wavs[0], ids, weights, k=3)
+    mask = top_components_mask(weights, ids, 3)
     assert torch.equal(mask, (ids == 2).float())
+    listenable = Explanation(saliency=mask[None], mask=mask[None], target=torch.zeros(1, dtype=torch.long))
+    with torch.no_grad():
+        save_wav(tmp_path / "top.wav", listenable.to_wav(classifier, wavs[:1])[0], SAMPLE_RATE)
     audio, rate = sf.read(tmp_path / "top.wav")
     assert rate == SAMPLE_RATE and audio.shape == (wavs.shape[1],)
     hop = classifier.front_end.hop_length

@@ -1,6 +1,7 @@
 """The AudioProtoPNet prototype head, the converter for published weights, and its benchmark."""
 
 import re
+import runpy
 import subprocess
 import sys
 import warnings
@@ -341,7 +342,8 @@ def test_benchmark_quick_reports_every_configuration():
 def test_benchmark_modes_compute_the_same_head(monkeypatch):
     """What the benchmark's worker compares, chunked against unchunked, is the same function on the same inputs:
     (a worker that chunked in both modes, or a chunked path that drops the last partial chunk, fails)."""
-    from tools.benchmark_prototypes import QUICK, run_worker
+    tool = runpy.run_path(str(REPO / "tools" / "benchmark_prototypes.py"))  # the tool's code, not its command line
+    QUICK, run_worker = tool["QUICK"], tool["run_worker"]
 
     outputs = {}
     forward = PrototypeHead.forward
@@ -367,11 +369,12 @@ def test_benchmark_modes_compute_the_same_head(monkeypatch):
 def test_leaderboard_prototype_net_is_trained_as_the_multilabel_net_it_is(monkeypatch):
     """The net is built multi-label (sigmoid outputs, what the metrics read): it must learn with the BirdSet
     recipe's multi-label loss on one-hot targets, and end up better on that loss than untrained."""
-    from common.analysis.leaderboard import prototype_network
     from common.features import MelDbSpectrogram
+    from common.interpreters.base import FitData
+    from common.interpreters.prototypes import PrototypeInterpreter
     from common.models import AudioClassifier
     from common.models.genre_cnn import GenreHead, LogMelCNN
-    from common.training.losses import AsymmetricLoss
+    from common.models.losses import AsymmetricLoss
 
     torch.manual_seed(0)
     front_end = MelDbSpectrogram(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32)
@@ -388,8 +391,11 @@ def test_leaderboard_prototype_net_is_trained_as_the_multilabel_net_it_is(monkey
         return forward(self, logits, targets)
 
     monkeypatch.setattr(AsymmetricLoss, "forward", spy)
-    untrained = prototype_network(classifier, X, labels, epochs=0)
-    network = prototype_network(classifier, X, labels, epochs=60)
+    data = FitData(X=X, labels=labels, classes=["low", "mid", "high"])
+    untrained = PrototypeInterpreter.fit(classifier, data, epochs=0).classifier
+    fitted = PrototypeInterpreter.fit(classifier, data, epochs=60)
+    network = fitted.classifier
+    assert network is not classifier and network.labels == {0: "low", 1: "mid", 2: "high"}
     assert network.multilabel and seen, "the multi-label net must be trained with the multi-label loss"
     assert all(set(t.sum(dim=1).tolist()) == {1.0} and set(t.unique().tolist()) <= {0.0, 1.0} for t in seen)
     monkeypatch.setattr(AsymmetricLoss, "forward", forward)

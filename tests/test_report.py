@@ -42,13 +42,13 @@ class AudioSources(HTMLParser):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    from tools.leaderboard import main
-    from tools.report import main as report_main
+    from common.analysis.leaderboard import load_config, run
+    from common.reports.html import write_html_report
 
     out = tmp_path_factory.mktemp("leaderboard_report")
-    main([str(DEBUG_CONFIG), "--output_folder", str(out), "--data_folder", str(out / "data"), "--no_progress"])
-    # the report can also be written on its own, anywhere: here, away from the run folder
-    index = report_main([str(out), "--out_dir", str(out.parent / f"{out.name}_zip")])
+    run(load_config(DEBUG_CONFIG, data_folder=out / "data", output_folder=out), progress=False)
+    # the report can also be written on its own, anywhere: here, away from the run folder (tools/report.py)
+    index = write_html_report(out, out.parent / f"{out.name}_zip")
     return Path(index)
 
 

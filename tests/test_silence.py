@@ -127,8 +127,7 @@ def test_removing_bins_is_what_removing_their_energy_from_the_audio_gives(front_
     emptied[:, wav.shape[1] // 2 :] = 0.0
     X_emptied = front_end(emptied)
     # frames whose whole window lies in the zeroed half, and frames whose window never reaches it
-    hop = front_end.hop_length if isinstance(front_end, MelDbSpectrogram) else front_end.compute_stft.hop_length
-    n_fft = front_end.n_fft if isinstance(front_end, MelDbSpectrogram) else front_end.compute_stft.n_fft
+    hop, n_fft = front_end.hop, front_end.n_fft
     centres = torch.arange(X.shape[1]) * hop
     zeroed = centres - n_fft // 2 >= wav.shape[1] // 2
     untouched = centres + n_fft // 2 < wav.shape[1] // 2
@@ -255,7 +254,7 @@ def test_perturbation_baselines_flipping_and_the_magnitude_control_use_the_silen
         zero_logit = classifier.logits(torch.zeros_like(X))[:, 0]
     assert torch.allclose(curve[:, -1], silent_logit, atol=1e-5)
     assert (silent_logit - zero_logit).abs().min() > 0.1
-    magnitude = InputMagnitude(classifier).attribute(X)
+    magnitude = InputMagnitude(classifier).attribute(X, target)
     assert torch.allclose(magnitude, X - silence)
     assert (magnitude >= 0).all()
     # a clip's silent stretch is the least salient, not (as |X| made it) among the most
@@ -264,7 +263,7 @@ def test_perturbation_baselines_flipping_and_the_magnitude_control_use_the_silen
     X_tail = classifier.features(wav)
     quiet = X_tail <= classifier.silence(X_tail) + 1e-4
     assert quiet.float().mean() > 0.3
-    assert InputMagnitude(classifier).attribute(X_tail)[quiet].max() < 1e-4
+    assert InputMagnitude(classifier).attribute(X_tail, None)[quiet].max() < 1e-4
 
 
 def test_keep_masked_keeps_x_and_fills_silence():

@@ -4,15 +4,13 @@ import numpy as np
 import pytest
 import torchaudio
 
-from common.data.synthetic.scenes import stft_magnitude
+from common.data.synthetic.signals import stft_magnitude
 from common.data.synthetic.soundscapes import (
     CALL_TYPES,
     SpeciesBank,
-    box_iou,
-    box_overlap_fraction,
     cut_segments,
+    event_boxes_mask,
     event_boxes_on_grid,
-    event_mask,
     hz_to_mel_bin,
     segment_labels,
 )
@@ -137,7 +135,7 @@ def test_snr_and_boxes_match_the_mixture(bank):
         power = mel_power(scene["wav"])
         n_frames = power.shape[0]
         assert n_frames == 5 * SR // HOP + 1
-        busy = event_mask(scene["events"], n_frames, N_MELS)
+        busy = event_boxes_mask(scene["events"], n_frames, N_MELS)
         for _, f0, f1, m0, m1 in event_boxes_on_grid(scene["events"], n_frames, N_MELS):
             quiet = ~busy[:, m0:m1].any(axis=1)
             if quiet.sum() < 20:
@@ -186,12 +184,12 @@ def test_event_boxes_and_mask_on_the_grid(bank):
     n_frames = 5 * SR // HOP + 1
     boxes = event_boxes_on_grid(scene["events"], n_frames, N_MELS)
     assert len(boxes) == len(scene["events"])
-    mask = event_mask(scene["events"], n_frames, N_MELS)
+    mask = event_boxes_mask(scene["events"], n_frames, N_MELS)
     assert mask.shape == (n_frames, N_MELS) and mask.dtype == bool
     for sp, f0, f1, m0, m1 in boxes:
         assert 0 <= f0 < f1 <= n_frames and 0 <= m0 < m1 <= N_MELS
         assert mask[f0:f1, m0:m1].all()
-        own = event_mask(scene["events"], n_frames, N_MELS, species=sp)
+        own = event_boxes_mask(scene["events"], n_frames, N_MELS, species=sp)
         assert own[f0:f1, m0:m1].all() and not (own & ~mask).any()
     assert mask.sum() <= sum((f1 - f0) * (m1 - m0) for _, f0, f1, m0, m1 in boxes)
     # an offset shifts the boxes; events outside the window give none
@@ -209,19 +207,8 @@ def test_event_boxes_and_mask_on_the_grid(bank):
         wav[start : start + len(call)] += call
         events.append({"species": i, "t0": t, "t1": (start + len(call)) / SR, "f_lo": f_lo, "f_hi": f_hi})
     power = mel_power(wav)
-    inside = power[event_mask(events, n_frames, N_MELS)].sum() / power.sum()
+    inside = power[event_boxes_mask(events, n_frames, N_MELS)].sum() / power.sum()
     assert inside > 0.97
-
-
-def test_box_iou_and_overlap_fraction():
-    a = (0.0, 2.0, 0.0, 1.0)
-    assert box_iou(a, a) == 1.0
-    assert box_iou(a, (3.0, 4.0, 0.0, 1.0)) == 0.0
-    assert box_iou(a, (1.0, 3.0, 0.0, 1.0)) == pytest.approx(1 / 3)
-    assert box_iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0
-    assert box_overlap_fraction((0.5, 1.5, 0.0, 0.5), a) == 1.0
-    assert box_overlap_fraction((1.0, 3.0, 0.0, 1.0), a) == pytest.approx(0.5)
-    assert box_overlap_fraction((5.0, 5.0, 0.0, 1.0), a) == 0.0
 
 
 def _mean_log_mel(wav):

@@ -1,10 +1,66 @@
-"""The benchmark tool runs and reports what it promises (content, not speed)."""
+"""The tools' shared plumbing (the one recipe runner) and the benchmark tool reports what it promises (content,
+not speed)."""
 
 import itertools
 import math
 import re
+import runpy
+import subprocess
+from pathlib import Path
 
-from tools.benchmark_interpret import main as benchmark
+import pytest
+
+from common.recipe import RecipeError, run_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+# the tool's own code (its main), not its command line: tools are scripts, not a package
+benchmark = runpy.run_path(str(REPO / "tools" / "benchmark_interpret.py"))["main"]
+
+# A stand-in recipe script: prints its arguments and its working folder, fails or sleeps when told to.
+FAKE_RECIPE = """import json, os, sys, time
+args = sys.argv[1:]
+print(json.dumps({"args": args, "cwd": os.getcwd()}), flush=True)
+print("to stderr", file=sys.stderr, flush=True)
+if "--sleep" in args:
+    time.sleep(float(args[args.index("--sleep") + 1]))
+if "--fail" in args:
+    print("\\n".join(f"line {k}" for k in range(50)))
+    sys.exit(3)
+"""
+
+
+def test_run_recipe_passes_overrides_as_the_recipes_command_line_and_logs_its_output(tmp_path):
+    import json
+
+    script = tmp_path / "train.py"
+    script.write_text(FAKE_RECIPE)
+    hparams = tmp_path / "hparams.yaml"
+    hparams.write_text("lr: 0.1\n")
+    overrides = {"lr": 0.5, "channels": [8, 16], "sizes": {"a": 1}, "use_pretrained": False, "folder": tmp_path}
+    proc = run_recipe(script, hparams, overrides, tmp_path / "logs" / "recipe.log")
+    said = json.loads(proc.stdout.splitlines()[0])
+    assert said["args"] == [
+        str(hparams),
+        *("--lr", "0.5", "--channels", "[8,16]", "--sizes", '{"a":1}', "--use_pretrained", "False"),
+        *("--folder", str(tmp_path)),
+    ]
+    assert Path(said["cwd"]) == REPO  # recipes run from the repository root, as the README's commands do
+    assert "to stderr" in proc.stdout and (tmp_path / "logs" / "recipe.log").read_text() == proc.stdout
+    assert run_recipe(script, hparams, ["--x", 1]).args[-2:] == ["--x", "1"]  # ready-made arguments pass as is
+
+
+def test_run_recipe_failure_names_the_command_the_log_and_its_tail(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(FAKE_RECIPE)
+    log = tmp_path / "recipe.log"
+    with pytest.raises(RecipeError) as info:
+        run_recipe(script, script, {"fail": 1}, log, tail_lines=5)
+    message = str(info.value)
+    assert "exit 3" in message and str(script) in message and str(log) in message
+    assert "line 49" in message and "line 45" in message and "line 44" not in message
+    assert run_recipe(script, script, {"fail": 1}, check=False).returncode == 3
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_recipe(script, script, {"sleep": 30}, timeout=2)
 
 
 def _rows(text):

@@ -126,7 +126,7 @@ def benchmark_interpreter(name, args):
     wavs = torch.randn(args.n_clips, hp["sample_rate"] * hp["signal_length_s"]) * 0.1
     with torch.no_grad():
         X = classifier.features(wavs)
-        hidden, logits = classifier.hidden_and_logits(X, getattr(interpreter, "layers", None))
+        hidden, logits = classifier.hidden_and_logits(X, interpreter.layers)
     rows = []
 
     # 1. interpreter training (classifier outputs cached, as in the recipe); AMT has none
@@ -138,7 +138,7 @@ def benchmark_interpreter(name, args):
     # 2. the evaluation suite on the interpreter's explanations
     interpreter.eval()
     with torch.no_grad():
-        if hasattr(interpreter, "loss_terms"):
+        if interpreter.trainable:
             explanation = interpreter.loss_terms(FrozenOutputs(wavs, X, hidden, logits))[1]
         else:
             explanation = interpreter.explain(X=X, target=logits.argmax(-1))

@@ -15,22 +15,16 @@ warm-up on one clip, best of ``--repeats``; CPU threads as the environment sets 
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from common.features import MelDbSpectrogram  # noqa: E402
-from common.interpreters.drsa import DRSAInterpreter  # noqa: E402
-from common.interpreters.lrp import LRPInterpreter, gradient_saliency  # noqa: E402
-from common.models import AudioClassifier  # noqa: E402
-from common.models.genre_cnn import GenreHead, LogMelCNN  # noqa: E402
-from common.reports.tables import markdown_table  # noqa: E402
+from common.features import MelDbSpectrogram
+from common.interpreters.drsa import DRSAInterpreter
+from common.interpreters.lrp import LRPInterpreter, gradient_saliency
+from common.models import AudioClassifier
+from common.models.genre_cnn import GenreHead, LogMelCNN
+from common.reports.tables import markdown_table
 
 COMPOSITES = {
     "epsilon_plus_flat": {},

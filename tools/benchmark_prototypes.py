@@ -22,11 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from common.reports.tables import markdown_table  # noqa: E402
+from common.recipe import REPO
+from common.reports.tables import markdown_table
 
 GIB = 2**30
 COLUMNS = [

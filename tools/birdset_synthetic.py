@@ -15,16 +15,14 @@ command line, printed as it starts, so any step can be rerun alone.
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from common.data.birdset import BirdSetEvents, class_names, load_birdset_split, write_birdset_fixture
 from common.features import MelDbSpectrogram
+from common.recipe import run_recipe
 from common.reports.tables import markdown_table
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "BirdSet" / "protopnet"
+RECIPE = Path("recipes/BirdSet/protopnet")
 
 # A small ConvNeXt (the paper's is ConvNeXt-base) so a CPU trains it in minutes; the front-end is the paper's.
 SMALL = ["--hidden_sizes", "[24,48,96,192]", "--embedding_channels", "192", "--depths", "[1,1,2,1]", "--n_mels", "256"]
@@ -32,9 +30,8 @@ TINY = ["--hidden_sizes", "[8,16,24,32]", "--embedding_channels", "32", "--depth
 
 
 def run(script, hparams, *args):
-    cmd = [sys.executable, str(RECIPE / script), str(RECIPE / "hparams" / hparams), *map(str, args)]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, cwd=REPO, check=True)
+    """One step of the pipeline: a BirdSet/protopnet recipe script, its output shown as it comes."""
+    run_recipe(RECIPE / script, RECIPE / "hparams" / hparams, list(args), echo=True)
 
 
 def chance_level(data_folder, test):

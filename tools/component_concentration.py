@@ -18,34 +18,20 @@ top-weighted cell is one of them.
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
+from speechbrain.dataio.encoder import CategoricalEncoder
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from common.data.synthetic.music import component_masks, load_music_ground_truth  # noqa: E402
-from common.interpreters.lime_shap import KernelShapInterpreter, LimeInterpreter  # noqa: E402
-from common.models.pretrained import load_classifier  # noqa: E402
-from common.recipe import load_hparams  # noqa: E402
-from common.reports.tables import markdown_table  # noqa: E402
+from common.data.synthetic.ground_truth import load_ground_truth
+from common.interpreters.lime_shap import KernelShapInterpreter, LimeInterpreter
+from common.models.pretrained import load_classifier
+from common.recipe import REPO, load_hparams
+from common.reports.tables import markdown_table
 
 HPARAMS = REPO / "recipes" / "GTZAN" / "lime_shap" / "hparams" / "lime.yaml"
-
-
-def read_labels(save_folder):
-    """Class names in index order from a classifier's label_encoder.txt."""
-    labels = {}
-    for line in (Path(save_folder) / "label_encoder.txt").read_text().splitlines():
-        if "=>" in line and not line.startswith("'starting_index'"):
-            name, index = line.split("=>")
-            labels[int(index)] = name.strip().strip("'")
-    return [labels[i] for i in sorted(labels)]
 
 
 def main(argv=None):
@@ -62,7 +48,8 @@ def main(argv=None):
     classifier = hparams["classifier"]
     load_classifier(classifier, args.classifier_source, Path(args.work_folder) / "classifier")
     classifier.eval()
-    labels = read_labels(args.classifier_source)
+    labels = CategoricalEncoder()  # the recipe's label encoder, as common.data.datasets saves it
+    labels.load(str(Path(args.classifier_source) / "label_encoder.txt"))
     by_genre = {}
     for item in json.loads(Path(args.manifest).read_text()).values():
         by_genre.setdefault(item["class_string"], []).append(item)
@@ -88,12 +75,13 @@ def main(argv=None):
         segment = torch.from_numpy(wav[start : start + int(round(float(item["duration_s"]) * rate))])[None]
         with torch.no_grad():
             X = classifier.features(segment)
-        truth = load_music_ground_truth(args.data_folder, item["clip_id"])
-        masks = component_masks(truth, classifier.front_end, X.shape[1], start_s=float(item["start_s"]))
-        own = torch.stack([masks[c["name"]] for c in truth["components"] if c["discriminative"]]).any(dim=0)
+        truth = load_ground_truth(
+            args.data_folder, item["clip_id"], classifier.front_end, X.shape[1:], start_s=float(item["start_s"])
+        )
+        own = truth.mask.bool()  # where the genre's discriminative component(s) sound
         if not own.any():
             continue
-        target = torch.tensor([labels.index(item["class_string"])])
+        target = torch.tensor([labels.encode_label(item["class_string"])])
         for name, interpreter in methods.items():
             explanation = interpreter.explain(X=X, target=target)
             cells = explanation.extras["components"][0].numpy()

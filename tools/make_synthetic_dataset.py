@@ -20,16 +20,8 @@ def main(argv=None):
     ap.add_argument("--n_distractors", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    rows = make_synthetic_esc50(
-        args.out_dir,
-        n_classes=args.n_classes,
-        clips_per_class=args.clips_per_class,
-        duration_s=args.duration_s,
-        sample_rate=args.sample_rate,
-        snr_db=args.snr_db,
-        n_distractors=args.n_distractors,
-        seed=args.seed,
-    )
+    options = {k: v for k, v in vars(args).items() if k != "out_dir"}  # every option is the generator's keyword
+    rows = make_synthetic_esc50(args.out_dir, **options)
     print(f"wrote {len(rows)} clips ({args.n_classes} classes) with ground truth to {args.out_dir}")
 
 

@@ -29,14 +29,8 @@ def main(argv=None):
         "(three sources of their own each, for concept analysis)",
     )
     args = ap.parse_args(argv)
-    clips = make_synthetic_gtzan(
-        args.out_dir,
-        n_per_genre=args.n_per_genre,
-        duration_s=args.duration_s,
-        sample_rate=args.sample_rate,
-        seed=args.seed,
-        genres=args.genres,
-    )
+    options = {k: v for k, v in vars(args).items() if k != "out_dir"}  # every option is the generator's keyword
+    clips = make_synthetic_gtzan(args.out_dir, **options)
     print(
         f"wrote {len(clips)} clips ({len(args.genres)} genres x {args.n_per_genre}) with ground truth to {args.out_dir}"
     )

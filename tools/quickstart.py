@@ -20,24 +20,14 @@ Everything goes under --output_folder.
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from common.analysis.leaderboard import check_config, run
+from common.data.synthetic.scenes import make_synthetic_esc50
+from common.recipe import run_recipe
 
-from common.data.synthetic.scenes import make_synthetic_esc50  # noqa: E402
-
-CLASSIFICATION = REPO / "recipes" / "ESC50" / "classification"
-INTERPRET = REPO / "recipes" / "ESC50" / "interpret"
-
-
-def run_recipe(script, hparams, args, cwd):
-    cmd = [sys.executable, str(script), str(hparams), *args]
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, cwd=cwd, check=True)
+CLASSIFICATION = "recipes/ESC50/classification"
+INTERPRET = "recipes/ESC50/interpret"
 
 
 def main(argv=None):
@@ -56,55 +46,41 @@ def main(argv=None):
         make_synthetic_esc50(data, n_classes=args.n_classes, clips_per_class=args.clips_per_class, seed=args.seed)
         print(f"synthetic data set: {data}")
     classifier_dir = out / "classifier"
+    # the recipes' own output is shown as it comes and kept beside their results (recipe.log)
     run_recipe(
-        CLASSIFICATION / "train.py",
-        CLASSIFICATION / "hparams" / "conv2d.yaml",
-        [
-            "--data_folder",
-            str(data),
-            "--output_folder",
-            str(classifier_dir),
-            "--use_pretrained",
-            "0",
-            "--out_n_neurons",
-            str(args.n_classes),
-            "--emb_dim",
-            "32",
-            "--batch_size",
-            "8",
-            "--number_of_epochs",
-            str(args.epochs),
-            "--lr_half_cycle_epochs",
-            "2",
-            "--lr",
-            "0.002",
-        ],
-        cwd=REPO,
+        f"{CLASSIFICATION}/train.py",
+        f"{CLASSIFICATION}/hparams/conv2d.yaml",
+        {
+            "data_folder": data,
+            "output_folder": classifier_dir,
+            "use_pretrained": 0,
+            "out_n_neurons": args.n_classes,
+            "emb_dim": 32,
+            "batch_size": 8,
+            "number_of_epochs": args.epochs,
+            "lr_half_cycle_epochs": 2,
+            "lr": 0.002,
+        },
+        classifier_dir / "recipe.log",
+        echo=True,
     )
     piq_dir = out / "piq"
     if args.piq_epochs > 0:
         run_recipe(
-            INTERPRET / "train_piq.py",
-            INTERPRET / "hparams" / "piq.yaml",
-            [
-                "--data_folder",
-                str(data),
-                "--classifier_source",
-                str(classifier_dir / "save"),
-                "--output_folder",
-                str(piq_dir),
-                "--out_n_neurons",
-                str(args.n_classes),
-                "--emb_dim",
-                "32",
-                "--batch_size",
-                "8",
-                "--number_of_epochs",
-                str(args.piq_epochs),
-                "--lr",
-                "0.001",
-            ],
-            cwd=REPO,
+            f"{INTERPRET}/train_piq.py",
+            f"{INTERPRET}/hparams/piq.yaml",
+            {
+                "data_folder": data,
+                "classifier_source": classifier_dir / "save",
+                "output_folder": piq_dir,
+                "out_n_neurons": args.n_classes,
+                "emb_dim": 32,
+                "batch_size": 8,
+                "number_of_epochs": args.piq_epochs,
+                "lr": 0.001,
+            },
+            piq_dir / "recipe.log",
+            echo=True,
         )
     result = json.loads((classifier_dir / "test_results.json").read_text())
     chance = 1.0 / args.n_classes
@@ -132,8 +108,6 @@ def main(argv=None):
 
 def run_leaderboard(out, data, classifier_dir, piq_dir, args):
     """The leaderboard of the quickstart's classifier on its held-out clips, and its HTML report (path returned)."""
-    from tools.leaderboard import check_config, run
-
     methods = []
     if piq_dir is not None:
         methods.append(

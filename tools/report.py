@@ -13,14 +13,9 @@ folder or open ``index.html`` from disk (file://).
 """
 
 import argparse
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from common.reports.html import write_html_report  # noqa: E402
+from common.reports.html import write_html_report
 
 
 def main(argv=None):

@@ -26,6 +26,7 @@ import torch
 
 from common.interpreters.drsa import DRSAInterpreter, collect_drsa_pairs, concept_explanations, fit_drsa
 from common.metrics.concepts import aupc, concept_separation, flipping_curve, flipping_order
+from common.models.classifier import as_targets
 from common.reports.audio import save_wav
 from common.reports.figures import save_image_panels
 
@@ -67,7 +68,7 @@ def fit_class_concepts(
     def spectrograms():
         for batch in loader:
             _, X = batch_spectrograms(classifier, batch)
-            yield X, torch.full((X.shape[0],), class_index, dtype=torch.long)
+            yield X, as_targets(class_index, X)
 
     acts, ctxs = collect_drsa_pairs(lrp, spectrograms(), layer, n_positions=n_positions)
     n_segments = acts.shape[0]
@@ -78,14 +79,15 @@ def fit_class_concepts(
 
 def segment_component_masks(ground_truth_folder, front_end, clip_ids, starts, n_frames):
     """(B, M, T, F) masks of each clip's known components, with their names; (None, None) without ground truth."""
-    from common.data.synthetic.music import component_masks, load_music_ground_truth
+    from common.data.synthetic.ground_truth import read_ground_truth
+    from common.data.synthetic.music import component_masks
 
     folder = Path(ground_truth_folder) if ground_truth_folder else None
     if folder is None or not all((folder / f"{clip}.json").is_file() for clip in clip_ids):
         return None, None
     names, stacked = None, []
     for clip, start in zip(clip_ids, starts, strict=True):
-        masks = component_masks(load_music_ground_truth(folder.parent, clip), front_end, n_frames, start_s=start)
+        masks = component_masks(read_ground_truth(folder.parent, clip), front_end, n_frames, start_s=start)
         if names is None:
             names = list(masks)
         if list(masks) != names:  # the classes differ in their components; one class shares one layout
@@ -164,7 +166,7 @@ def evaluate_class_concepts(
     rows, component_names, saved = [], None, 0
     for batch in loader:
         wavs, X = batch_spectrograms(classifier, batch)
-        target = torch.full((X.shape[0],), class_index, dtype=torch.long)
+        target = as_targets(class_index, X)
         standard = lrp.explain(X=X, target=target)
         concepts = drsa.explain(X=X, target=target)
         scores = {

@@ -13,7 +13,6 @@
   true events, against a same-size box placed at random.
 """
 
-import json
 import shutil
 from pathlib import Path
 
@@ -233,7 +232,7 @@ def _training_matches(global_index, global_dir, prototype, folder):
 
 def _localize(model, X, labels, events, class_names, percentile=95):
     """Per labelled species with true events: its most activated prototype's box against those events."""
-    from common.data.synthetic.soundscapes import event_boxes_on_grid
+    from common.data.synthetic.soundscapes import event_boxes_mask
 
     fe, k = model.front_end, model.head.prototypes_per_class
     T, F = X.shape[1], X.shape[2]
@@ -242,10 +241,7 @@ def _localize(model, X, labels, events, class_names, percentile=95):
         own = [e for e in events if e["species"] == class_names[cls]]
         if not own:
             continue
-        boxes = event_boxes_on_grid(own, T, F, sample_rate=fe.sample_rate, hop_length=fe.hop_length, n_fft=fe.n_fft)
-        truth = np.zeros((T, F), dtype=bool)
-        for _, t0, t1, m0, m1 in boxes:
-            truth[t0:t1, m0:m1] = True
+        truth = event_boxes_mask(own, T, F, sample_rate=fe.sample_rate, hop_length=fe.hop_length, n_fft=fe.n_fft)
         maps, maxima = prototype_maps(model, X, list(range(cls * k, (cls + 1) * k)))
         best = int(maxima[0].argmax())
         t0, t1, f0, f1 = high_activation_box(maps[0, best], percentile)
@@ -287,9 +283,3 @@ def _summarize_localization(rows, out_dir):
     atomic_write_json(out_dir / "localization.json", {"summary": summary, "pairs": rows})
     write_table([summary], out_dir / "localization")
     return summary
-
-
-def load_ground_truth(path):
-    """A fixture's per-segment events (``ground_truth.json``), or None when absent (real data)."""
-    path = Path(path)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

@@ -8,15 +8,19 @@ link or device file makes the whole archive be refused.
 """
 
 import hashlib
+import logging
 import os
 import shutil
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
 
-from common.errors import IntegrityError
+from common.errors import DataNotFoundError, IntegrityError
+
+logger = logging.getLogger(__name__)
 
 
 def file_digest(path, algorithm="sha256", chunk=1 << 20):
@@ -118,3 +122,22 @@ def safe_extract(archive_path, target_folder):
     if tarfile.is_tarfile(archive_path):
         return safe_extract_tar(archive_path, target_folder)
     raise IntegrityError(f"{archive_path} is neither a zip nor a tar archive. Delete it and download again.")
+
+
+def download_and_install(data_folder, url, archive_name, install, what, missing, how_to, download=True, **digests):
+    """``install(archive)`` of ``url`` downloaded beside ``data_folder`` (checked against ``digests``: sha256=,
+    md5=); the archive is removed after. DataNotFoundError naming ``missing`` and ``how_to`` when downloading
+    is not allowed or fails (a hash mismatch, IntegrityError, propagates as it is)."""
+    if not download:
+        raise DataNotFoundError(f"No {what} data in {data_folder} ({missing}). {how_to}")
+    logger.info("%s not found in %s: downloading %s", what, data_folder, url)
+    data_folder.parent.mkdir(parents=True, exist_ok=True)
+    archive = data_folder.parent / f".{data_folder.name}-{archive_name}"
+    try:
+        download_file(url, archive, **digests)
+    except (urllib.error.URLError, OSError) as exc:
+        raise DataNotFoundError(f"No {what} data in {data_folder} and the download failed ({exc}). {how_to}") from exc
+    try:
+        return install(archive)
+    finally:
+        archive.unlink(missing_ok=True)

@@ -18,14 +18,18 @@ import logging
 import os
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import soundfile as sf
 
 from common.data.audio import read_audio_file
-from common.data.download import check_digests, download_file, file_sha256, safe_extract_zip  # noqa: F401 (re-exported)
+from common.data.download import (  # noqa: F401 (re-exported)
+    check_digests,
+    download_and_install,
+    download_file,
+    file_sha256,
+    safe_extract_zip,
+)
 from common.errors import DataError, DataNotFoundError, IntegrityError
 from common.io import atomic_write_json
 
@@ -224,21 +228,17 @@ def ensure_esc50(data_folder, audio_folder=None, url=ESC50_URL, sha256=None, dow
         f"Download {url} yourself, unzip it, and pass the folder holding meta/esc50.csv and "
         f"audio/ as --data_folder (now {data_folder})."
     )
-    if not download:
-        raise DataNotFoundError(f"No ESC-50 data in {data_folder} (meta/esc50.csv missing). {how_to}")
-    logger.info("ESC-50 not found in %s: downloading %s", data_folder, url)
-    data_folder.parent.mkdir(parents=True, exist_ok=True)
-    archive = data_folder.parent / f".{data_folder.name}-esc50-master.zip"
-    try:
-        download_file(url, archive, sha256=sha256)
-    except (urllib.error.URLError, OSError) as exc:
-        if isinstance(exc, IntegrityError):
-            raise
-        raise DataNotFoundError(f"No ESC-50 data in {data_folder} and the download failed ({exc}). {how_to}") from exc
-    try:
-        install_esc50_archive(archive, data_folder, sha256=sha256)
-    finally:
-        archive.unlink(missing_ok=True)
+    download_and_install(
+        data_folder,
+        url,
+        "esc50-master.zip",
+        lambda archive: install_esc50_archive(archive, data_folder, sha256=sha256),
+        "ESC-50",
+        "meta/esc50.csv missing",
+        how_to,
+        download,
+        sha256=sha256,
+    )
 
 
 # ---------------------------------------------------------------- manifests

@@ -30,11 +30,10 @@ import os
 import random
 import shutil
 import tempfile
-import urllib.error
 from pathlib import Path
 
 from common.data.audio import read_audio_file
-from common.data.download import check_digests, download_file, safe_extract
+from common.data.download import check_digests, download_and_install, safe_extract
 from common.data.segments import MIN_SEGMENT_COVERAGE, segment_entries
 from common.errors import AudioError, DataError, DataNotFoundError, IntegrityError
 from common.io import atomic_write_json
@@ -155,19 +154,17 @@ def ensure_gtzan(data_folder, url=GTZAN_URL, md5=GTZAN_MD5, download=True):
         f"Download {url} yourself (MD5 {md5}), extract it, and pass the folder holding genres/<genre>/*.wav "
         f"(or the Kaggle copy's genres_original/) as --data_folder (now {data_folder})."
     )
-    if not download:
-        raise DataNotFoundError(f"No GTZAN data in {data_folder} (no {' or '.join(GENRE_FOLDERS)} folder). {how_to}")
-    logger.info("GTZAN not found in %s: downloading %s", data_folder, url)
-    data_folder.parent.mkdir(parents=True, exist_ok=True)
-    archive = data_folder.parent / f".{data_folder.name}-gtzan-genres.tar.gz"
-    try:
-        download_file(url, archive, md5=md5)
-    except (urllib.error.URLError, OSError) as exc:  # a hash mismatch (IntegrityError) propagates as it is
-        raise DataNotFoundError(f"No GTZAN data in {data_folder} and the download failed ({exc}). {how_to}") from exc
-    try:
-        return install_gtzan_archive(archive, data_folder, md5=md5)
-    finally:
-        archive.unlink(missing_ok=True)
+    return download_and_install(
+        data_folder,
+        url,
+        "gtzan-genres.tar.gz",
+        lambda archive: install_gtzan_archive(archive, data_folder, md5=md5),
+        "GTZAN",
+        f"no {' or '.join(GENRE_FOLDERS)} folder",
+        how_to,
+        download,
+        md5=md5,
+    )
 
 
 # ------------------------------------------------------------------ splits

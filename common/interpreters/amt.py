@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from common.interpreters.base import Interpreter, saliency_to_mask
+from common.models.hooks import capture_outputs
 from common.registry import INTERPRETERS
 
 
@@ -43,16 +44,19 @@ def last_module_named(model, suffix):
 
 
 @INTERPRETERS.register("amt")
-class ActivationMapInterpreter(torch.nn.Module, Interpreter):
+class ActivationMapInterpreter(Interpreter):
     """Saliency = the backbone's own activation map; mask = its top ``top_fraction`` bins.
 
     An ``nn.Module`` without parameters, so the interpreter Brain can hold it
-    like any other interpreter (nothing to train, nothing to checkpoint).
+    like any other interpreter (nothing to train, nothing to checkpoint). Not class-conditional:
+    the map is the backbone's, whatever the class; asked for a class other than the prediction it
+    raises ``ForeignTargetError``.
     """
 
+    class_conditional = False
+
     def __init__(self, classifier, top_fraction=0.1):
-        torch.nn.Module.__init__(self)
-        Interpreter.__init__(self, classifier)
+        super().__init__(classifier)
         if not 0.0 < top_fraction <= 1.0:
             raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
         self.top_fraction = float(top_fraction)
@@ -75,23 +79,18 @@ class ActivationMapInterpreter(torch.nn.Module, Interpreter):
         backbone = self.classifier.embedding_model
         image = self.classifier.to_image(X)
         if self.model_type == "focalnet":
-            captured = {}
-            handle = backbone.get_submodule(self.modulator_name).register_forward_hook(
-                lambda module, args, output: captured.setdefault("modulator", output)
-            )
-            try:
+            with capture_outputs(backbone, [self.modulator_name]) as captured:  # a Conv2d, run once per pass
                 backbone(pixel_values=image)
-            finally:
-                handle.remove()
-            return captured["modulator"].norm(dim=1)  # (B, C, h, w) -> (B, h, w)
+            return captured[self.modulator_name].norm(dim=1)  # (B, C, h, w) -> (B, h, w)
         with eager_attention(backbone):
             attention = backbone(pixel_values=image, output_attentions=True).attentions[-1]
         cls_to_patches = attention[:, :, 0, 1:].mean(dim=1)  # (B, heads, N, N) -> (B, n_patches)
         side = int(round(cls_to_patches.shape[-1] ** 0.5))
         return cls_to_patches.reshape(-1, side, side)
 
-    def attribute(self, X, target=None):
-        """The activation map resized to X (B, T, F); ``target`` is accepted and unused (see module doc)."""
+    def attribute(self, X, target):
+        """The activation map resized to X (B, T, F); ``target`` must be the classifier's decision."""
+        self.check_own_decision(target, self.predict(X))
         heat = self.activation_map(X).unsqueeze(1)
         return F.interpolate(heat, size=X.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
 

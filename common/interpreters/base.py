@@ -1,15 +1,21 @@
 """The Interpreter interface and the Explanation it returns.
 
-captum-style: an interpreter is built around a classifier (an
-``AudioClassifier``: ``features``, ``hidden``, ``logits``) and has one verb,
+captum-style: an interpreter is an ``nn.Module`` built around a classifier (an
+``AudioClassifier``: ``features``, ``hidden``, ``logits``; held, not registered,
+so it stays frozen and is never saved with the interpreter) and has one verb,
 ``attribute(X, target) -> saliency`` shaped like the spectrogram X.
-``explain(wavs, target=None)`` wraps it: features, the predicted class when
-no target is given, the saliency and its [0, 1] mask, in an Explanation.
+``explain(wavs=None, X=None, target=None)``, in this base class only, wraps
+it: features, the predicted class when no target is given, the saliency, its
+[0, 1] mask and the method's extras, in an Explanation. Capabilities
+(``class_conditional``, ``trainable``, ``needs_fit``) are declared class
+attributes.
 """
 
 from dataclasses import dataclass, field
 
 import torch
+
+from common.models.classifier import as_targets
 
 
 @dataclass
@@ -91,22 +97,78 @@ def saliency_to_mask(saliency, mode="minmax", quantile=0.9):
     return (pos / peak).view_as(saliency)
 
 
-class Interpreter:
-    """Base class: subclasses implement ``attribute`` (or override ``explain``)."""
+class ForeignTargetError(ValueError):
+    """A non-class-conditional interpreter was asked to explain a class the classifier did not predict."""
+
+
+@dataclass
+class FitData:
+    """Training clips for an interpreter that ``needs_fit``: features ``X`` (N, T, F), ``labels`` (N,), class names."""
+
+    X: torch.Tensor
+    labels: torch.Tensor
+    classes: list
+
+
+class Interpreter(torch.nn.Module):
+    """Base class: one verb, ``attribute(X, target) -> saliency`` shaped like X, and ``explain`` built on it.
+
+    Subclasses implement ``attribute`` or, when they have more to say than the saliency,
+    ``attribute_with_extras(X, target) -> (saliency, extras)``. The extras are returned, never
+    stored between calls; ``extras["mask"]`` (a method's own [0, 1] mask) and ``extras["stft_mask"]``
+    go to the Explanation's fields, ``extras["per_clip"]`` holds (B,) diagnostics for the tables.
+
+    Capabilities are declared, never detected (callers read these, not ``hasattr``):
+    ``class_conditional``: the saliency depends on the ``target`` asked for; an interpreter that
+        only explains the classifier's own decision (L-MAC, AMT) sets it False and raises
+        ``ForeignTargetError`` when asked for another class.
+    ``trainable``: it has parameters trained by an interpreter Brain (``loss_terms``).
+    ``needs_fit``: it is built by the classmethod ``fit(classifier, data, **options)`` from training
+        clips (a ``FitData``): DRSA's subspaces, the prototype net.
+    """
 
     mask_mode = "minmax"
+    # the encoder submodules whose outputs the interpreter reads (None: the classifier's hidden map);
+    # the interpreter Brain computes them once per batch for trainable interpreters
+    layers = None
+    class_conditional = True
+    trainable = False
+    needs_fit = False
 
     def __init__(self, classifier):
-        # Not a registered submodule even when the interpreter is an nn.Module: the classifier
-        # stays frozen (never switched to train mode, never optimised, never saved with it).
+        super().__init__()
+        # Not a registered submodule: the classifier stays frozen (never switched to train mode,
+        # never optimised, never saved with the interpreter).
         object.__setattr__(self, "classifier", classifier)
 
-    def attribute(self, X, target, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} must implement attribute(X, target)")
+    @classmethod
+    def fit(cls, classifier, data, **options):
+        """Build the interpreter from training clips (only for ``needs_fit`` interpreters)."""
+        raise TypeError(f"{cls.__name__} is built around a classifier directly; it has nothing to fit")
+
+    def attribute(self, X, target):
+        """Saliency (B, T, F) for ``target`` (B,) on the classifier's input X (B, T, F)."""
+        return self.attribute_with_extras(X, target)[0]
+
+    def attribute_with_extras(self, X, target):
+        """(saliency, extras); the default has no extras."""
+        if type(self).attribute is Interpreter.attribute:
+            raise NotImplementedError(f"{type(self).__name__} must implement attribute or attribute_with_extras")
+        return self.attribute(X, target), {}
 
     @torch.no_grad()
     def predict(self, X):
         return self.classifier.logits(X).argmax(dim=-1)
+
+    def check_own_decision(self, target, prediction):
+        """For interpreters that are not class-conditional: refuse a target other than the prediction."""
+        if target is not None and not torch.equal(torch.as_tensor(target).to(prediction.device), prediction):
+            raise ForeignTargetError(
+                f"{type(self).__name__} explains the classifier's own decision only (class_conditional=False): "
+                f"asked for class(es) {torch.as_tensor(target).tolist()}, the classifier predicts "
+                f"{prediction.tolist()}. Ask for target=None (the prediction), or use a class-conditional method."
+            )
+        return prediction
 
     def features_and_target(self, wavs=None, X=None, target=None):
         """(X, target): the features of ``wavs`` unless ``X`` is given, the prediction unless ``target`` is."""
@@ -115,17 +177,26 @@ class Interpreter:
                 X = self.classifier.features(wavs)
         if target is None:
             target = self.predict(X)
-        return X, target
+        return X, as_targets(target, X)
 
-    def explain(self, wavs=None, X=None, target=None, **kwargs):
+    def explain(self, wavs=None, X=None, target=None):
         """Explain ``wavs`` (or precomputed features ``X``) for ``target`` (default: the prediction)."""
         X, target = self.features_and_target(wavs, X, target)
-        saliency = self.attribute(X, target, **kwargs)
+        saliency, extras = self.attribute_with_extras(X, target)
         if saliency.shape != X.shape:
             raise ValueError(
                 f"{type(self).__name__} returned saliency {tuple(saliency.shape)} for input {tuple(X.shape)}"
             )
-        return Explanation(saliency=saliency, mask=self.to_mask(saliency), target=target)
+        extras = dict(extras)
+        mask = extras.pop("mask", None)
+        stft_mask = extras.pop("stft_mask", None)
+        return Explanation(
+            saliency=saliency,
+            mask=self.to_mask(saliency) if mask is None else mask,
+            target=target,
+            stft_mask=stft_mask,
+            extras=extras,
+        )
 
     def to_mask(self, saliency):
         """The [0, 1] mask of a saliency map (methods with their own thresholding override it)."""

@@ -23,7 +23,7 @@ class InputMagnitude(Interpreter):
     Relative to silence, so a z-scored dB front end's quiet bins (negative X) do not look loud.
     """
 
-    def attribute(self, X, target=None, **kwargs):
+    def attribute(self, X, target):
         return (X.detach() - silence_of(self.classifier, X)).abs()
 
 
@@ -35,5 +35,5 @@ class RandomSaliency(Interpreter):
         super().__init__(classifier)
         self.generator = torch.Generator().manual_seed(int(seed))
 
-    def attribute(self, X, target=None, **kwargs):
+    def attribute(self, X, target):
         return torch.rand(X.shape, generator=self.generator).to(X)

@@ -231,7 +231,7 @@ def top_components_mask(weights, components, k):
     """(T, F) [0, 1] mask: 1 on the top-``k`` positive components of one clip, 0 elsewhere.
 
     ``weights`` (K,) per component, ``components`` (T, F) ids. Rendered back to
-    audio with ``Explanation.to_wav`` / ``common.reports.audio.save_top_components_wav``.
+    audio with ``Explanation.to_wav``.
     """
     keep = torch.zeros(int(components.max()) + 1, dtype=torch.bool, device=components.device)
     keep[top_components(weights, k).to(components.device)] = True

@@ -219,27 +219,6 @@ def fit_drsa(
     return best_U.to(acts.dtype), best_history
 
 
-# -- evaluation helpers on known subspaces ----------------------------------------------------------
-
-
-def subspace_alignment(U, n_concepts, true_bases):
-    """How well learned subspaces recover known ones, in [0, 1] (1: each U_k inside its own true subspace).
-
-    ``true_bases``: list of (D, d_m) orthonormal bases. Energy fraction
-    ||B_m^T U_k||^2 / d of every (k, m) pair, concepts matched one-to-one to
-    true subspaces (Hungarian), averaged over the matched pairs.
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    blocks = U.view(U.shape[0], n_concepts, -1)
-    d = blocks.shape[2]
-    energy = torch.stack(
-        [torch.stack([(B.T @ blocks[:, k]).pow(2).sum() / d for B in true_bases]) for k in range(n_concepts)]
-    )
-    rows, cols = linear_sum_assignment(energy.double().numpy(), maximize=True)
-    return float(energy[rows, cols].mean())
-
-
 # -- save / load ------------------------------------------------------------------------------------
 
 
@@ -289,6 +268,8 @@ class DRSAInterpreter(LRPInterpreter):
         encoder's output map; taken from the file when U is a path).
     composite, composite_kwargs, merge_batchnorm : as for ``LRPInterpreter``.
     """
+
+    needs_fit = True
 
     def __init__(
         self,
@@ -345,7 +326,7 @@ class DRSAInterpreter(LRPInterpreter):
         concept_relevance = self.split(activation, relevance).sum(dim=(2, 3, 4)).T
         return heatmaps, concept_relevance
 
-    def attribute(self, X, target, **kwargs):
+    def attribute(self, X, target):
         """The sum of the K concept heatmaps in one propagation (LRP is linear in the relevance it is given)."""
 
         def union(activation, relevance):
@@ -353,16 +334,46 @@ class DRSAInterpreter(LRPInterpreter):
 
         return self.decompose(X, target, self.layer, split=union)[2][:, 0]
 
-    def explain(self, wavs=None, X=None, target=None, **kwargs):
-        X, target = self.features_and_target(wavs, X, target)
+    def attribute_with_extras(self, X, target):
+        """(the sum of the concept heatmaps, extras: the K heatmaps and each concept's relevance at the layer)."""
         heatmaps, concept_relevance = self.concept_heatmaps(X, target)
-        saliency = heatmaps.sum(dim=1)
         per_clip = {f"concept{k}_relevance": concept_relevance[:, k] for k in range(self.n_concepts)}
-        return Explanation(
-            saliency=saliency,
-            mask=self.to_mask(saliency),
-            target=target,
-            extras={"concepts": heatmaps, "concept_relevance": concept_relevance, "per_clip": per_clip},
+        extras = {"concepts": heatmaps, "concept_relevance": concept_relevance, "per_clip": per_clip}
+        return heatmaps.sum(dim=1), extras
+
+    @classmethod
+    def fit(
+        cls,
+        classifier,
+        data,
+        n_concepts=2,
+        layer=None,
+        n_clips=16,
+        n_positions=32,
+        batch_size=4,
+        composite="epsilon_plus_flat",
+        composite_kwargs=None,
+        merge_batchnorm=True,
+        **drsa_options,
+    ):
+        """DRSA subspaces at ``layer`` (default: the encoder output) fitted on the LRP (activation, context)
+        pairs of the first ``n_clips`` clips of ``data`` (a ``FitData``), ``n_positions`` positions per clip.
+
+        ``drsa_options`` go to ``fit_drsa`` (subspace_dim, n_steps, n_restarts, ...); the pairs are
+        collected with the LRP composite the interpreter will explain with.
+        """
+        lrp = LRPInterpreter(classifier, composite, composite_kwargs)
+        batches = list(data.X[:n_clips].split(batch_size))
+        acts, ctxs = collect_drsa_pairs(lrp, batches, layer, n_positions=n_positions)
+        U, _ = fit_drsa(acts.flatten(0, 1), ctxs.flatten(0, 1), n_concepts, **drsa_options)
+        return cls(
+            classifier,
+            U,
+            n_concepts=n_concepts,
+            layer=layer,
+            composite=composite,
+            composite_kwargs=composite_kwargs,
+            merge_batchnorm=merge_batchnorm,
         )
 
 

@@ -84,7 +84,7 @@ class L2IPsi(torch.nn.Module):
 
 
 @INTERPRETERS.register("l2i")
-class L2IInterpreter(torch.nn.Module, Interpreter):
+class L2IInterpreter(Interpreter):
     """L2I around a frozen AudioClassifier; ``attribute`` returns the soft NMF mask on X's grid.
 
     Arguments
@@ -101,9 +101,10 @@ class L2IInterpreter(torch.nn.Module, Interpreter):
         Encoder submodules whose outputs psi reads (default: the classifier's hidden map).
     """
 
+    trainable = True
+
     def __init__(self, classifier, psi, theta, nmf_decoder, relevance_th=0.2, layers=None, classifier_temp=1.0):
-        torch.nn.Module.__init__(self)
-        Interpreter.__init__(self, classifier)
+        super().__init__(classifier)
         self.psi = psi
         self.theta = theta
         self.nmf_decoder = nmf_decoder.requires_grad_(False)  # the dictionary is learned beforehand
@@ -140,23 +141,19 @@ class L2IInterpreter(torch.nn.Module, Interpreter):
     def _spectrogram_for_nmf(self, X, wavs):
         """log1p magnitude on the linear STFT grid, where W lives (X itself unless the model uses mel bins)."""
         front_end = self.classifier.front_end
-        if getattr(front_end, "compute_fbank", None) is None:
+        if front_end.on_stft_grid:
             return X
         if wavs is None:
             raise ValueError("L2I needs the waveforms when the classifier reads mel bands (W is on the STFT grid)")
         return front_end.log_linear_magnitude(front_end.stft(wavs))
 
-    def _explanation(self, H, target, theta_probs):
+    def _mask_and_extras(self, H, target, theta_probs):
+        """The mask on the classifier's grid and the extras (its STFT-grid mask, H, theta's agreement)."""
         stft_mask = self.stft_mask(H, target)
         mask = self.classifier.front_end.stft_mask_to_grid(stft_mask)
         agreement = (theta_probs.argmax(dim=-1) == target).to(H.dtype)
-        return Explanation(
-            saliency=mask,
-            mask=mask,
-            target=target,
-            stft_mask=stft_mask,
-            extras={"activations": H, "per_clip": {"theta_fidelity": agreement}},
-        )
+        extras = {"stft_mask": stft_mask, "activations": H, "per_clip": {"theta_fidelity": agreement}}
+        return mask, extras
 
     # -- training --------------------------------------------------------------
     def loss_terms(self, frozen):
@@ -170,7 +167,9 @@ class L2IInterpreter(torch.nn.Module, Interpreter):
             "sparsity": H.abs().mean(),
             "fidelity": self.fidelity(frozen.logits, theta_probs),
         }
-        return terms, self._explanation(H, frozen.target, theta_probs)
+        mask, extras = self._mask_and_extras(H, frozen.target, theta_probs)
+        stft_mask = extras.pop("stft_mask")
+        return terms, Explanation(saliency=mask, mask=mask, target=frozen.target, stft_mask=stft_mask, extras=extras)
 
     def fidelity(self, logits, theta_probs):
         """SpeechBrain's ``(F.softmax(classification_out / classifier_temp, dim=1) * -log(theta_out)).mean()``.
@@ -185,15 +184,9 @@ class L2IInterpreter(torch.nn.Module, Interpreter):
 
     # -- the Interpreter verbs ---------------------------------------------------
     @torch.no_grad()
-    def explain(self, wavs=None, X=None, target=None):
-        if X is None:
-            X = self.classifier.features(wavs)
-        hidden, logits = self.classifier.hidden_and_logits(X, self.layers)
-        if target is None:
-            target = logits.argmax(dim=-1)
+    def attribute_with_extras(self, X, target):
+        """The soft mask on X's grid (mel inputs get W's STFT-grid mask averaged per band); it is its own mask."""
+        hidden, _ = self.classifier.hidden_and_logits(X, self.layers)
         H = self.activations(hidden, X.shape[1])
-        return self._explanation(H, target, self.theta(H))
-
-    def attribute(self, X, target):
-        """The soft mask on X's grid (mel inputs get W's STFT-grid mask averaged per band)."""
-        return self.explain(X=X, target=target).mask
+        mask, extras = self._mask_and_extras(H, target, self.theta(H))
+        return mask, {"mask": mask, **extras}

@@ -123,7 +123,8 @@ class ComponentInterpreter(PosthocInterpreter):
             scores.append(values[:, target])
         return torch.cat(scores).double().cpu().numpy()
 
-    def attribute(self, X, target, **kwargs):
+    def attribute_with_extras(self, X, target):
+        """(saliency, extras): per-component weights spread on their bins; the mask keeps the top-k components."""
         check_spectrogram(X)
         target = as_targets(target, X)
         X = X.detach()
@@ -139,24 +140,19 @@ class ComponentInterpreter(PosthocInterpreter):
                 for name, value in diagnostics.items():
                     per_clip.setdefault(name, []).append(float(value))
         saliency = torch.stack([w[ids] for w, ids in zip(weights, components, strict=True)])
-        self.last_extras = {
+        extras = {
             "component_weights": weights,
             "components": components,
             "per_clip": {name: torch.tensor(v, dtype=X.dtype) for name, v in per_clip.items()},
         }
-        return saliency
+        if self.top_k:  # the listenable explanation: the top-k positive components
+            masks = [top_components_mask(w, ids, self.top_k) for w, ids in zip(weights, components, strict=True)]
+            extras["mask"] = torch.stack(masks).to(saliency.dtype)
+        return saliency, extras
 
     def explain_components(self, x, base, ids, target, seed):
         """(weights (K,), {diagnostic: float}) for one clip; ``seed`` seeds its random draws."""
         raise NotImplementedError
-
-    def to_mask(self, saliency):
-        """The top-k positive components (the listenable explanation), or min-max of the saliency."""
-        if not self.top_k or "component_weights" not in self.last_extras:
-            return super().to_mask(saliency)
-        weights, components = self.last_extras["component_weights"], self.last_extras["components"]
-        masks = [top_components_mask(w, ids, self.top_k) for w, ids in zip(weights, components, strict=True)]
-        return torch.stack(masks).to(saliency.dtype)
 
 
 @INTERPRETERS.register("lime")

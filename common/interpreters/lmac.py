@@ -94,8 +94,15 @@ def normalized_dot(a, b, eps=1e-8):
 
 
 @INTERPRETERS.register("lmac")
-class LMACInterpreter(torch.nn.Module, Interpreter):
-    """L-MAC around a frozen AudioClassifier; ``attribute`` returns the mask."""
+class LMACInterpreter(Interpreter):
+    """L-MAC around a frozen AudioClassifier; ``attribute`` returns the mask.
+
+    Not class-conditional: the decoder reads the classifier's hidden maps, not a class, so the mask
+    explains the classifier's own decision; asked for another class it raises ``ForeignTargetError``.
+    """
+
+    trainable = True
+    class_conditional = False
 
     def __init__(
         self,
@@ -106,8 +113,7 @@ class LMACInterpreter(torch.nn.Module, Interpreter):
         crosscor_th=0.6,
         bin_th=0.35,
     ):
-        torch.nn.Module.__init__(self)
-        Interpreter.__init__(self, classifier)
+        super().__init__(classifier)
         self.decoder = decoder
         self.layers = list(layers) if layers else None
         self.guidance = bool(guidance)
@@ -146,8 +152,10 @@ class LMACInterpreter(torch.nn.Module, Interpreter):
         explanation = Explanation(saliency=mask, mask=mask, target=target, extras={"per_clip": per_clip})
         return terms, explanation
 
-    def attribute(self, X, target=None):
-        """The mask for the classifier's decision on X (L-MAC explains that decision; ``target`` is unused)."""
+    def attribute_with_extras(self, X, target):
+        """The mask for the classifier's decision on X; ``target`` must be that decision."""
         with torch.no_grad():
-            hidden, _ = self.classifier.hidden_and_logits(X, self.layers)
-        return torch.sigmoid(self.mask_logits(X, hidden))
+            hidden, logits = self.classifier.hidden_and_logits(X, self.layers)
+        self.check_own_decision(target, logits.argmax(dim=-1))
+        # explain() rescales it per clip (to_mask, minmax), as it always did for L-MAC
+        return torch.sigmoid(self.mask_logits(X, hidden)), {}

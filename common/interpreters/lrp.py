@@ -38,6 +38,8 @@ from zennit.rules import Epsilon, Flat, Gamma, ZBox
 from zennit.types import AvgPool, Convolution, MaxPool
 
 from common.interpreters.base import Interpreter
+from common.models.classifier import as_targets
+from common.models.hooks import capture_outputs, eval_mode
 from common.registry import INTERPRETERS, Registry
 
 
@@ -152,29 +154,6 @@ def build_composite(name, path, X, merge_batchnorm=True, **options):
 
 
 @contextlib.contextmanager
-def eval_mode(module):
-    """Eval mode (BatchNorm's running statistics, no dropout) inside, the previous mode after."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-@contextlib.contextmanager
-def merged_batchnorm(module):
-    """BatchNorms merged into the convolutions before them inside the context, restored after."""
-    handles = SequentialMergeBatchNorm().apply(module)
-    try:
-        yield module
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-@contextlib.contextmanager
 def lrp_context(path, composite):
     """``path`` in eval mode with ``composite``'s canonizers and rules attached; all undone on exit."""
     with eval_mode(path), composite.context(path) as hooked:
@@ -185,7 +164,7 @@ def lrp_context(path, composite):
 
 
 @INTERPRETERS.register("lrp")
-class LRPInterpreter(torch.nn.Module, Interpreter):
+class LRPInterpreter(Interpreter):
     """LRP relevance of the target logit on the classifier's spectrogram, (B, T, F).
 
     Arguments
@@ -205,8 +184,7 @@ class LRPInterpreter(torch.nn.Module, Interpreter):
     """
 
     def __init__(self, classifier, composite="epsilon_plus_flat", composite_kwargs=None, merge_batchnorm=True):
-        torch.nn.Module.__init__(self)
-        Interpreter.__init__(self, classifier)
+        super().__init__(classifier)
         object.__setattr__(self, "path", LogitPath(classifier))
         known = set(LRP_COMPOSITES.names()) | set(ZENNIT_COMPOSITES)
         if composite not in known:
@@ -222,9 +200,7 @@ class LRPInterpreter(torch.nn.Module, Interpreter):
 
     def _seed(self, head_scores, target):
         """Relevance at the head's output: the target's logit (head score times the logit scale), 0 elsewhere."""
-        target = torch.as_tensor(target, device=head_scores.device).long().reshape(-1)
-        if target.shape[0] != head_scores.shape[0]:
-            raise ValueError(f"target has {target.shape[0]} entries for a batch of {head_scores.shape[0]}")
+        target = as_targets(target, head_scores)
         one_hot = F.one_hot(target, head_scores.shape[1]).to(head_scores.dtype)
         return one_hot * head_scores.detach() * self.classifier.logit_scale
 
@@ -238,7 +214,7 @@ class LRPInterpreter(torch.nn.Module, Interpreter):
             names = [name for name, _ in self.path.encoder.named_modules() if name]
             raise ValueError(f"The encoder has no layer {layer!r}; its layers: {names}") from None
 
-    def attribute(self, X, target, **kwargs):
+    def attribute(self, X, target):
         """Input relevance (B, T, F) of the target logit; sums to it when biases are zero."""
         X_in = X.detach().requires_grad_(True)
         with torch.enable_grad(), lrp_context(self.path, self._composite(X_in)) as path:
@@ -265,19 +241,11 @@ class LRPInterpreter(torch.nn.Module, Interpreter):
         Returns (activation, relevance, heatmaps (B, K, T, F) or None).
         """
         module = self._layer_module(layer)
-        captured = {}
-
-        def keep(mod, args, output):
-            captured["activation"] = output[0] if isinstance(output, tuple) else output
-
         X_in = X.detach().requires_grad_(True)
         with torch.enable_grad(), lrp_context(self.path, self._composite(X_in)) as path:
-            handle = module.register_forward_hook(keep)
-            try:
+            with capture_outputs(module) as captured:  # inside the composite: its hooks have run on the output
                 head_scores = path(X_in)
-            finally:
-                handle.remove()
-            activation = captured["activation"]
+            activation = captured[""]
             (relevance,) = torch.autograd.grad(
                 head_scores, activation, grad_outputs=self._seed(head_scores, target), retain_graph=split is not None
             )
@@ -299,6 +267,6 @@ def gradient_saliency(classifier, X, target):
     X_in = X.detach().requires_grad_(True)
     with torch.enable_grad(), eval_mode(classifier):
         logits = classifier.logits(X_in)
-        target = torch.as_tensor(target, device=logits.device).long().reshape(-1, 1)
+        target = as_targets(target, logits)[:, None]
         (grad,) = torch.autograd.grad(logits.gather(1, target).sum(), X_in)
     return grad.detach()

@@ -67,12 +67,13 @@ class PIQPsi(torch.nn.Module):
 
 
 @INTERPRETERS.register("piq")
-class PIQInterpreter(torch.nn.Module, Interpreter):
+class PIQInterpreter(Interpreter):
     """PIQ around a frozen AudioClassifier; ``attribute`` returns the decoded mask."""
 
+    trainable = True
+
     def __init__(self, classifier, psi, mask_th=0.35):
-        torch.nn.Module.__init__(self)
-        Interpreter.__init__(self, classifier)
+        super().__init__(classifier)
         self.psi = psi
         self.mask_th = mask_th
 
@@ -117,22 +118,9 @@ class PIQInterpreter(torch.nn.Module, Interpreter):
         mask = self.mask_on_grid(X, logits)
         return terms, Explanation(saliency=mask, mask=mask, target=target)
 
-    def attribute(self, X, target, hidden=None):
-        if hidden is None:
-            with torch.no_grad():
-                hidden = self.classifier.hidden(X)
-        return self.mask_on_grid(X, self.decode(X, hidden, target)[0])
-
-    def explain(self, wavs=None, X=None, target=None, hidden=None):
-        if X is None:
-            with torch.no_grad():
-                X = self.classifier.features(wavs)
-        if hidden is None:
-            with torch.no_grad():
-                hidden, logits = self.classifier.hidden_and_logits(X)
-            if target is None:
-                target = logits.argmax(-1)
-        elif target is None:
-            target = self.predict(X)
-        mask = self.attribute(X, target, hidden=hidden)
-        return Explanation(saliency=mask, mask=mask, target=target)
+    def attribute_with_extras(self, X, target):
+        """The decoded mask for ``target`` (PIQ's codebook is class-conditional); it is its own mask."""
+        with torch.no_grad():
+            hidden = self.classifier.hidden(X)
+        mask = self.mask_on_grid(X, self.decode(X, hidden, target)[0])
+        return mask, {"mask": mask}

@@ -44,20 +44,12 @@ from captum.attr import (
 )
 from torch import nn
 
-from common.errors import ConfigError, DataError
+from common.errors import ConfigError
 from common.interpreters.base import Interpreter
 from common.interpreters.components import check_spectrogram, make_baseline
+from common.models.classifier import as_targets
+from common.models.hooks import eval_mode
 from common.registry import INTERPRETERS
-
-
-def as_targets(target, X):
-    """``target`` (an int or (B,) classes) as a (B,) long tensor on X's device."""
-    target = torch.as_tensor(target, device=X.device).long().reshape(-1)
-    if target.numel() == 1:
-        target = target.expand(X.shape[0])
-    if target.shape != X.shape[:1]:
-        raise DataError(f"{target.numel()} targets for a batch of {X.shape[0]} clips")
-    return target.contiguous()
 
 
 @contextlib.contextmanager
@@ -66,13 +58,8 @@ def frozen_eval(classifier, gradients=True):
 
     Gradients are switched on explicitly: the interpreter Brain evaluates under ``torch.no_grad``.
     """
-    was_training = classifier.training
-    classifier.eval()
-    try:
-        with torch.set_grad_enabled(gradients):
-            yield
-    finally:
-        classifier.train(was_training)
+    with eval_mode(classifier), torch.set_grad_enabled(gradients):
+        yield
 
 
 @contextlib.contextmanager
@@ -140,26 +127,15 @@ class LogitsModule(nn.Module):
         return self.classifier.logits(X)
 
 
-class PosthocInterpreter(nn.Module, Interpreter):
+class PosthocInterpreter(Interpreter):
     """Base of the post-hoc interpreters: an ``nn.Module`` without parameters, so the interpreter
-    Brain holds it like a trained one (nothing to train: it is only evaluated); ``explain`` adds the
-    diagnostics of the last ``attribute`` call (``last_extras``) to the Explanation's extras."""
-
-    def __init__(self, classifier):
-        nn.Module.__init__(self)
-        Interpreter.__init__(self, classifier)
-        self.last_extras = {}
+    Brain holds it like a trained one (nothing to train: it is only evaluated); its per-clip
+    diagnostics come back from ``attribute_with_extras`` as the Explanation's extras."""
 
     def predict(self, X):
         """The classifier's decision, in eval mode like the attribution itself."""
         with frozen_eval(self.classifier, gradients=False):
             return self.classifier.logits(X).argmax(dim=-1)
-
-    def explain(self, wavs=None, X=None, target=None, **kwargs):
-        self.last_extras = {}
-        explanation = Interpreter.explain(self, wavs=wavs, X=X, target=target, **kwargs)
-        explanation.extras.update(self.last_extras)
-        return explanation
 
 
 class CaptumInterpreter(PosthocInterpreter):
@@ -170,7 +146,7 @@ class CaptumInterpreter(PosthocInterpreter):
     def captum_attribute(self, X, target):
         raise NotImplementedError(f"{type(self).__name__} must implement captum_attribute(X, target)")
 
-    def attribute(self, X, target, **kwargs):
+    def attribute_with_extras(self, X, target):
         check_spectrogram(X)
         target = as_targets(target, X)
         with frozen_eval(self.classifier, gradients=self.needs_gradients), warnings.catch_warnings():
@@ -178,8 +154,7 @@ class CaptumInterpreter(PosthocInterpreter):
             warnings.filterwarnings("ignore", message="Setting forward, backward hooks", category=UserWarning)
             warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require", category=UserWarning)
             attributions, per_clip = self.captum_attribute(X.detach(), target)
-        self.last_extras = {"per_clip": per_clip} if per_clip else {}
-        return attributions.detach()
+        return attributions.detach(), ({"per_clip": per_clip} if per_clip else {})
 
     @torch.no_grad()
     def target_logit(self, X, target):

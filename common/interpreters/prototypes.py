@@ -53,6 +53,8 @@ class PrototypeInterpreter(Interpreter):
     """Saliency = the explained class's most activated prototype's similarity map, weighed by its last-layer
     weight (its contribution to the logit); mask = the map's high-activation region."""
 
+    needs_fit = True
+
     def __init__(self, classifier, percentile=95.0):
         super().__init__(classifier)
         self.percentile = float(percentile)
@@ -70,3 +72,61 @@ class PrototypeInterpreter(Interpreter):
 
     def to_mask(self, saliency):
         return saliency_to_mask(saliency, "top", quantile=self.percentile / 100.0)
+
+    @classmethod
+    def fit(
+        cls,
+        classifier,
+        data,
+        percentile=95.0,
+        n_clips=None,
+        prototypes_per_class=2,
+        epochs=30,
+        lr=0.02,
+        batch_size=16,
+        seed=0,
+    ):
+        """The interpreter of an AudioProtoPNet-style network whose backbone is ``classifier``'s encoder (frozen,
+        its weights copied) and whose prototype head is trained here on ``data`` (a ``FitData``: spectrograms
+        X (N, T, F), class indices, class names; its first ``n_clips`` clips, all when None).
+
+        The head (cosine similarity to 1x1 prototypes, max pooling, class-specific last layer) learns as the
+        BirdSet recipe's stage 2 does: the Asymmetric Loss on one-hot targets plus the orthogonality of each
+        class's prototypes. The network is multi-label (sigmoid outputs, what the metrics read), so it is
+        trained as one: a softmax cross-entropy would fit only the logits' differences, not the probabilities
+        the suite scores. The network (in eval mode, ``labels``: index -> class name) is the interpreter's
+        ``classifier``: what it explains.
+        """
+        import copy
+
+        from common.models.losses import AsymmetricLoss
+        from common.models.protopnet import AudioProtoPNet
+        from common.models.prototypes import PrototypeHead
+
+        X, labels = data.X[:n_clips], torch.as_tensor(data.labels[:n_clips]).long()
+        encoder = copy.deepcopy(classifier.embedding_model)
+        with torch.no_grad():
+            channels = classifier.hidden(X[:1]).shape[1]
+        n_classes = int(labels.max()) + 1
+        targets = torch.nn.functional.one_hot(labels, n_classes).float()
+        loss_fn = AsymmetricLoss()  # the BirdSet recipe's defaults (gamma- 4, gamma+ 1, clip 0.05)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            head = PrototypeHead(n_classes, prototypes_per_class, channels)
+            model = AudioProtoPNet(classifier.front_end, encoder, head, freeze_backbone=True)
+            optimizer = torch.optim.Adam(head.parameters(), lr=lr)
+            model.eval()  # the frozen backbone's maps once (BatchNorm in eval mode): only the head learns
+            with torch.no_grad():
+                hidden = torch.cat([model.hidden(X[k : k + batch_size]) for k in range(0, len(X), batch_size)])
+            model.train()
+            for _ in range(int(epochs)):
+                order = torch.randperm(len(X))
+                for lo in range(0, len(X), batch_size):
+                    index = order[lo : lo + batch_size]
+                    loss = loss_fn(model.head(hidden[index]).logits, targets[index]) + model.regularization_loss()
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+        model.eval()
+        model.labels = dict(enumerate(data.classes))
+        return cls(model, percentile=percentile)

@@ -10,30 +10,16 @@ Importing this package registers every metric in ``common.registry.METRICS``:
 - listenable interpretation, with the true event (``listenable.py``): si_snr.
 """
 
-from common.metrics import complexity, faithfulness, listenable, localization
-from common.metrics.base import EXTRA_INPUTS, FORWARD_INPUTS, Metric, MetricInputs, register_metric
-from common.metrics.suite import (
-    EvaluationSuite,
-    display_name,
-    merge_per_clip,
-    per_clip_rows,
-    summarize,
-    summary_row,
-)
+# Importing the metric modules registers their metrics.
+from common.metrics import complexity, faithfulness, listenable, localization  # noqa: F401
+from common.metrics.base import EXTRA_INPUTS, FORWARD_INPUTS, Metric, MetricInputs, display_name, register_metric
+from common.metrics.suite import EvaluationSuite, merge_per_clip, per_clip_rows, summarize, summary_row
 from common.registry import METRICS
 
-_MODULES = (faithfulness, complexity, localization, listenable)
-
-# Table titles of the metrics defined here, by registered name.
-DISPLAY_NAMES = {
-    cls.name: cls.display_name
-    for module in _MODULES
-    for cls in vars(module).values()
-    if isinstance(cls, type) and issubclass(cls, Metric) and cls.name
-}
-
-# Whether a larger score is better, by registered name.
-HIGHER_IS_BETTER = {name: METRICS.get(name).higher_is_better for name in DISPLAY_NAMES}
+# Table titles and directions (whether a larger score is better) of the registered metrics, by
+# name: read from the registry, as ``display_name`` does for a metric registered later.
+DISPLAY_NAMES = {name: display_name(name) for name in METRICS.names()}
+HIGHER_IS_BETTER = {name: METRICS.get(name).higher_is_better for name in METRICS.names()}
 
 # The usual table columns, in order: what needs no ground truth, then what does.
 FAITHFULNESS_METRICS = [

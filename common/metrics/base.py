@@ -65,7 +65,9 @@ class Metric:
     Subclasses set ``name``, ``display_name``, ``higher_is_better``, ``needs``
     (a subset of ``FORWARD_INPUTS``), ``requires`` (a subset of
     ``EXTRA_INPUTS``; without them the suite returns NaN for the metric) and
-    implement ``compute(inputs) -> (B,)``.
+    implement ``compute(inputs) -> (B,)``. A metric is scored by an
+    ``EvaluationSuite`` (``EvaluationSuite([metric])`` for one alone), never by
+    itself: the suite builds the inputs, and sits above this module.
     """
 
     name = None
@@ -76,13 +78,6 @@ class Metric:
 
     def compute(self, inputs: MetricInputs) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement compute(inputs)")
-
-    def __call__(self, classifier, X, explanation, ground_truth=None, **kwargs):
-        """Score one metric alone (a one-metric suite); evaluate several with ``EvaluationSuite``."""
-        from common.metrics.suite import EvaluationSuite  # the suite imports this module
-
-        suite = EvaluationSuite([self], **{k: kwargs.pop(k) for k in ("n_steps", "batch_size") if k in kwargs})
-        return suite.evaluate(classifier, X, explanation, ground_truth=ground_truth, **kwargs)[self.name]
 
     def __repr__(self):
         return f"{type(self).__name__}(name={self.name!r})"
@@ -97,3 +92,8 @@ def register_metric(cls):
     if unknown:
         raise ValueError(f"{cls.__name__} requires unknown data {sorted(unknown)}; known: {list(EXTRA_INPUTS)}")
     return METRICS.register(cls.name)(cls)
+
+
+def display_name(name):
+    """A metric's column title in tables (its registered ``display_name``, else its name)."""
+    return (METRICS.get(name).display_name if name in METRICS else None) or name

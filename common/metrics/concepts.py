@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from common.features import silence_of
 from common.metrics.faithfulness import curve_auc
 from common.metrics.suite import removal_counts
+from common.models.classifier import as_targets
+from common.models.hooks import eval_mode
 
 
 def component_mass(concept_heatmaps, component_masks):
@@ -153,12 +155,10 @@ def flipping_curve(classifier, X, target, order, patch, n_steps=16, fill="silenc
     rank.scatter_(1, order, torch.arange(n_patches, device=order.device).expand_as(order))
     counts = removal_counts(n_patches, n_steps).to(order.device)
     fill_values = _fill_values(X, fill, classifier)
-    target = torch.as_tensor(target, device=X.device).long().reshape(-1)
-    was_training = classifier.training
-    classifier.eval()
-    try:
-        curve = torch.empty(B, n_steps + 1, dtype=X.dtype, device=X.device)
-        rows = [(b, k) for b in range(B) for k in range(n_steps + 1)]
+    target = as_targets(target, X)
+    curve = torch.empty(B, n_steps + 1, dtype=X.dtype, device=X.device)
+    rows = [(b, k) for b in range(B) for k in range(n_steps + 1)]
+    with eval_mode(classifier):
         for lo in range(0, len(rows), batch_size):
             chunk = rows[lo : lo + batch_size]
             clip = torch.tensor([b for b, _ in chunk], device=X.device)
@@ -167,8 +167,6 @@ def flipping_curve(classifier, X, target, order, patch, n_steps=16, fill="silenc
             removed = removed.repeat_interleave(patch[0], dim=2).repeat_interleave(patch[1], dim=3)[:, 0, :T, :Fq]
             inputs = X[clip] * (1 - removed) + fill_values[clip] * removed
             curve[clip, step] = classifier.logits(inputs).gather(1, target[clip, None]).squeeze(1)
-    finally:
-        classifier.train(was_training)
     return curve
 
 

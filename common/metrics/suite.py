@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import torch
 
 from common.features import keep_masked, silence_of
-from common.metrics.base import Metric, MetricInputs
+from common.metrics.base import Metric, MetricInputs, display_name
+from common.models.classifier import as_targets
+from common.models.hooks import eval_mode
 from common.registry import METRICS
 
 
@@ -174,18 +176,11 @@ class EvaluationSuite:
         self._add_time("inputs", time.perf_counter() - tic)
         if not blocks:
             return {}, {}
-        was_training = getattr(classifier, "training", None)
-        if was_training is not None:
-            classifier.eval()
-        try:
-            with torch.no_grad():
-                all_logits = self._forward(classifier, blocks)
-                tic = time.perf_counter()
-                all_probs = torch.softmax(all_logits, dim=-1)
-                self._add_time("forward", time.perf_counter() - tic)
-        finally:
-            if was_training is not None:
-                classifier.train(was_training)
+        with eval_mode(classifier), torch.no_grad():
+            all_logits = self._forward(classifier, blocks)
+            tic = time.perf_counter()
+            all_probs = torch.softmax(all_logits, dim=-1)
+            self._add_time("forward", time.perf_counter() - tic)
         logits, probs, offset = {}, {}, 0
         for block in blocks:
             logits[block.key] = all_logits[offset : offset + block.n_rows]
@@ -225,9 +220,7 @@ class EvaluationSuite:
         saliency, mask = explanation.saliency.detach(), explanation.mask.detach()
         _check_shape("saliency", saliency, X)
         _check_shape("mask", mask, X)
-        target = torch.as_tensor(explanation.target, device=X.device).long()
-        if target.shape != X.shape[:1]:
-            raise ValueError(f"target shape {tuple(target.shape)} does not match X batch ({X.shape[0]},)")
+        target = as_targets(explanation.target, X)
         if ground_truth is not None:
             ground_truth = torch.as_tensor(ground_truth, device=X.device)
             _check_shape("ground truth", ground_truth, X)
@@ -289,11 +282,6 @@ def per_clip_rows(per_clip, clip_ids=None, **columns):
         raise ValueError(f"{len(clip_ids)} clip ids for {n} clips")
     values = {name: torch.as_tensor(s).reshape(-1).tolist() for name, s in per_clip.items()}
     return [{**columns, "clip": clip, **{name: v[i] for name, v in values.items()}} for i, clip in enumerate(clip_ids)]
-
-
-def display_name(name):
-    """A metric's column title in tables (its registered ``display_name``, else its name)."""
-    return (METRICS.get(name).display_name if name in METRICS else None) or name
 
 
 def summary_row(summary, **columns):

@@ -10,6 +10,23 @@ checkpoints published for SpeechBrain's ESC-50 recipes load into them.
 import torch
 import torch.nn.functional as F
 
+from common.errors import DataError
+from common.features import FrontEnd
+from common.models.hooks import capture_outputs
+
+
+def as_targets(target, X):
+    """``target`` (one class, or one per clip: int, list, array or tensor) as a (B,) long tensor on X's device.
+
+    One class applies to every clip of the batch ``X`` (B, ...); any other count is a DataError.
+    """
+    target = torch.as_tensor(target, device=X.device).long().reshape(-1)
+    if target.numel() == 1:
+        target = target.expand(X.shape[0])
+    if target.shape != X.shape[:1]:
+        raise DataError(f"{target.numel()} targets for a batch of {X.shape[0]} clips")
+    return target.contiguous()
+
 
 def _is_transformers_model(module):
     return hasattr(module, "config") and hasattr(module.config, "model_type")
@@ -63,8 +80,7 @@ class AudioClassifier(torch.nn.Module):
         """
         if self._silence is not None:
             return X.new_full((X.shape[0], 1, 1), self._silence)
-        declared = getattr(self.front_end, "silence", None)
-        return declared(X) if callable(declared) else None
+        return self.front_end.silence(X) if isinstance(self.front_end, FrontEnd) else None
 
     def features(self, wavs):
         """Waveforms (B, samples) -> spectrogram X (B, T, F) the model sees."""
@@ -172,20 +188,8 @@ class AudioClassifier(torch.nn.Module):
         if not layers:
             hidden = self.hidden(X)
             return hidden, self.logits_from_hidden(hidden)
-        captured = {}
-
-        def keep(name):
-            def hook(module, args, output):
-                captured[name] = output[0] if isinstance(output, tuple) else output
-
-            return hook
-
-        handles = [self.embedding_model.get_submodule(name).register_forward_hook(keep(name)) for name in layers]
-        try:
+        with capture_outputs(self.embedding_model, layers) as captured:
             hidden = self.hidden(X)
-        finally:
-            for handle in handles:
-                handle.remove()
         return [captured[name] for name in layers], self.logits_from_hidden(hidden)
 
     def logits(self, X):

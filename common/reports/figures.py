@@ -5,6 +5,16 @@ import numpy as np
 from common.io import atomic_path
 
 
+def save_figure(fig, path, dpi=80):
+    """Lay out ``fig``, write it as a png atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+
+
 def save_confusion_matrix(cm, labels, path, title="Confusion matrix"):
     """Save a confusion matrix (rows: true, columns: predicted) as a png."""
     import matplotlib
@@ -27,10 +37,7 @@ def save_confusion_matrix(cm, labels, path, title="Confusion matrix"):
                 ax.text(
                     j, i, int(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black"
                 )
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def _numpy(a):
@@ -52,10 +59,7 @@ def save_image_panels(panels, path, title="", xlabel="frame", ylabel="frequency 
         fig.colorbar(shown, ax=ax, fraction=0.046)
     axes[0][0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 def save_explanation_figure(X, mask, path, title=""):
@@ -89,10 +93,7 @@ def save_prototype_figure(X, similarity, box, path, title=""):
         ax.set_xlabel("frame")
     axes[0].set_ylabel("mel band")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 def save_saliency_heatmap(X, saliency, path, title="", ylabel="frequency bin"):
@@ -129,10 +130,7 @@ def save_saliency_heatmap(X, saliency, path, title="", ylabel="frequency bin"):
         ax.set_xlabel("frame")
     axes[0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 def save_component_bars(weights, path, title="", labels=None, xlabel="time segment", ylabel="weight"):
@@ -153,7 +151,4 @@ def save_component_bars(weights, path, title="", labels=None, xlabel="time segme
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.io import atomic_path, atomic_write_text
+from common.io import atomic_write_text
+from common.reports.figures import save_figure
 from common.reports.tables import format_value
 
 RUN_FILE = "run.json"
@@ -52,10 +53,7 @@ def _save_spectrogram_png(X, path, title, cmap, mask=None):
     ax.set_xlabel("frame")
     ax.set_ylabel("bin")
     ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=72)
-    plt.close(fig)
+    save_figure(fig, path, dpi=72)
 
 
 def save_mask_overlay(X, mask, path, title=""):

@@ -29,12 +29,19 @@ def write_table(rows, path_stem, columns=None):
     columns = columns or list(rows[0])
     text = markdown_table(rows, columns)
     atomic_write_text(f"{path_stem}.md", text)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(f"{path_stem}.csv", buf.getvalue())
+    write_csv(rows, f"{path_stem}.csv", columns=columns)
     return text
+
+
+def write_csv(rows, path, columns=None):
+    """Write ``rows`` (dicts) as a CSV file atomically; ``columns``: default the union of their keys in
+    first-seen order (a row without a column leaves its cell empty; keys not in ``columns`` are left out)."""
+    buf = io.StringIO()
+    if rows or columns:
+        writer = csv.DictWriter(buf, fieldnames=columns or _columns(rows), restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _plain(value):
@@ -60,10 +67,5 @@ def write_metric_tables(per_clip_rows, summary_rows, out_dir, stem="metrics"):
     out_dir = Path(out_dir)
     per_clip_rows = [{k: _plain(v) for k, v in row.items()} for row in per_clip_rows]
     summary_rows = [{k: _plain(v) for k, v in row.items()} for row in summary_rows]
-    buf = io.StringIO()
-    if per_clip_rows:
-        writer = csv.DictWriter(buf, fieldnames=_columns(per_clip_rows), restval="")
-        writer.writeheader()
-        writer.writerows(per_clip_rows)
-    atomic_write_text(out_dir / f"{stem}_per_clip.csv", buf.getvalue())
+    write_csv(per_clip_rows, out_dir / f"{stem}_per_clip.csv")
     return write_table(summary_rows, out_dir / f"{stem}_summary", columns=_columns(summary_rows))

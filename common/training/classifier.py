@@ -1,4 +1,10 @@
-"""The classifier-training Brain shared by every classification recipe.
+"""The base Brain of every classifier-training recipe: what they share around the method's own step.
+
+A recipe script (ESC50/classification/train.py, GTZAN/lime_shap/train_classifier.py) subclasses
+``ClassifierBrain`` with its ``compute_forward`` (the augmented batch through the model) and
+``compute_objectives`` (its cost, ending with ``self.record``), as SpeechBrain's ESC50Brain does.
+The base holds the rest: the batch helpers, the confusion matrix and stage statistics, the
+per-batch or per-epoch schedules, checkpoints, DDP on CPU and the test outputs.
 
 Fixes over SpeechBrain's ESC-50 recipe: the loss is the ``compute_cost`` of
 the hparams (the additive angular margin loss for cosine heads), the cyclic
@@ -74,26 +80,30 @@ def write_extras(extras, kept):
 
 
 class ClassifierBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brain):
-    """Trains ``modules.model`` (an AudioClassifier) on (sig, class) batches."""
+    """The shared part of training ``modules.model`` (an AudioClassifier) on (sig, class) batches; a recipe's
+    subclass adds ``compute_forward`` and ``compute_objectives`` (see the module docstring)."""
 
-    def compute_forward(self, batch, stage):
+    # -- helpers of the recipes' steps ----------------------------------------------
+    def augmented_wavs(self, batch, stage):
+        """The batch on the device and its (wavs, lens), through ``hparams.augmentation`` on training batches."""
         batch = batch.to(self.device)
         wavs, lens = batch.sig
         augment = getattr(self.hparams, "augmentation", None)
         if augment is not None and stage == sb.Stage.TRAIN:
             wavs, lens = augment(wavs, lens)
-        # Through the module's forward, so DistributedDataParallel syncs gradients.
-        return self.modules.model(wavs, head_scores=True)
+        return wavs, lens
 
-    def compute_objectives(self, predictions, batch, stage):
+    def class_targets(self, batch, predictions):
+        """The batch's class ids (N,), repeated once per copy of the batch that the augmenter concatenated."""
         classid, _ = batch.class_string_encoded
         classid = classid.reshape(-1)
-        n_aug = predictions.shape[0] // classid.shape[0]  # augmenters may concat copies
-        classid = classid.repeat(n_aug)
-        loss = self.hparams.compute_cost(predictions.unsqueeze(1), classid.unsqueeze(1))
+        n_aug = predictions.shape[0] // classid.shape[0]
+        return classid.repeat(n_aug)
+
+    def record(self, predictions, targets, batch, stage):
+        """The metrics' bookkeeping of a batch: its predictions (argmax) in the stage's confusion matrix."""
         pred = predictions.argmax(dim=-1).cpu().numpy()
-        np.add.at(self.confusion, (classid.cpu().numpy(), pred), 1)
-        return loss
+        np.add.at(self.confusion, (targets.cpu().numpy(), pred), 1)
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         scheduler = getattr(self.hparams, "lr_annealing", None)

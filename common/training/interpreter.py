@@ -1,15 +1,18 @@
-"""The Brain every trained interpreter (PIQ, L2I, L-MAC, ...) shares.
+"""The Brain every interpreter recipe builds on: data, the frozen classifier, checkpoints, the evaluation loop.
 
 A frozen classifier (an AudioClassifier loaded from the classification
 recipe's checkpoint, a local folder or a hub id) is run once per clip: its
 spectrogram, hidden representation and prediction are cached, since they
-never change. The interpreter (``modules.interpreter``) exposes
-``loss_terms(FrozenOutputs) -> (dict of terms, Explanation)`` (and may name
-the encoder ``layers`` it reads); the loss is the terms' sum weighted by
-``hparams.loss_weights``. Validation and test batches go
-through the shared evaluation suite; the test stage writes the per-clip and
-summary tables and, for the first ``n_examples`` clips, original.wav,
-interpretation.wav and a figure.
+never change. ``InterpreterBrain`` is the evaluation Brain: its
+``compute_forward`` is the interpreter's explanation and there is nothing to
+train (AMT, LRP, the post-hoc methods run it as it is). A trained method's
+recipe (train_piq.py, train_l2i.py, train_lmac.py) subclasses it with its own
+``compute_forward`` (the interpreter's ``loss_terms`` on the frozen outputs)
+and ``compute_objectives`` (the terms weighted by ``hparams.loss_weights``),
+which ends with ``self.record(out, batch, stage)``. Validation and test
+batches go through the shared evaluation suite; the test stage writes the
+per-clip and summary tables and, for the first ``n_examples`` clips,
+original.wav, interpretation.wav and a figure.
 """
 
 import logging
@@ -24,12 +27,12 @@ import torch
 
 from common.data.contamination import NoiseFolder, contaminate_batch, parse_conditions
 from common.data.datasets import output_label
-from common.data.synthetic.scenes import load_ground_truth
+from common.data.synthetic.ground_truth import load_batch_ground_truth
 from common.errors import CheckpointError
-from common.features import mask_on_grid
 from common.interpreters.base import FrozenOutputs
 from common.io import atomic_path, atomic_write_json
 from common.metrics import DISPLAY_NAMES, EvaluationSuite, summarize
+from common.metrics.evaluation import score_explanation
 from common.models.pretrained import (
     load_classifier,
     load_or_debug_fallback,
@@ -58,7 +61,7 @@ def training_contamination(hparams):
 
 
 class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brain):
-    """Trains ``modules.interpreter`` around the frozen ``hparams.classifier``."""
+    """Evaluates (and, in a recipe's subclass, trains) ``modules.interpreter`` around the frozen ``hparams.classifier``."""
 
     @property
     def best_key(self):
@@ -100,7 +103,7 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
             epoch = self.hparams.epoch_counter.current
             ids = [f"{clip}@{epoch}" for clip in batch.id]  # new noise each epoch
             wavs, clean = contaminate_batch(wavs, train_condition, self.noise_folder, ids=ids)
-        layers = getattr(self.modules.interpreter, "layers", None)
+        layers = self.modules.interpreter.layers
         use_cache = getattr(self.hparams, "cache_classifier_outputs", True) and clean is None
         classifier = self.hparams.classifier
         if use_cache and all(i in self.frozen_cache for i in batch.id):
@@ -117,33 +120,30 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
             return FrozenOutputs(wavs, X, hidden, logits)
         return FrozenOutputs(wavs, X, hidden, logits, clean_wavs=clean, clean_X=classifier.features(clean))
 
-    # -- training ----------------------------------------------------------------
+    # -- the step (the recipes' Brains override it) ------------------------------------
     @property
     def trainable(self):
-        """False for methods with nothing to learn (AMT): they are only evaluated."""
-        return any(p.requires_grad for p in self.modules.interpreter.parameters())
+        """The interpreter's declared capability: False (AMT, LRP, post-hoc) means it is only evaluated."""
+        return self.modules.interpreter.trainable
 
     def compute_forward(self, batch, stage):
+        """Nothing to learn: the interpreter's explanation of the classifier's decision."""
         frozen = self.classifier_outputs(batch, stage)
-        interpreter = self.modules.interpreter
-        if hasattr(interpreter, "loss_terms"):
-            terms, explanation = interpreter.loss_terms(frozen)
-        else:  # a post-hoc method with no training objective
-            terms, explanation = {}, interpreter.explain(X=frozen.X, target=frozen.target)
-        return {"frozen": frozen, "terms": terms, "explanation": explanation}
+        explanation = self.modules.interpreter.explain(X=frozen.X, target=frozen.target)
+        return {"frozen": frozen, "terms": {}, "explanation": explanation}
 
     def compute_objectives(self, out, batch, stage):
-        weights = getattr(self.hparams, "loss_weights", {})
-        loss = sum(
-            (weights.get(name, 1.0) * value for name, value in out["terms"].items()),
-            torch.zeros((), device=self.device),
-        )
+        self.record(out, batch, stage)
+        return torch.zeros((), device=self.device)
+
+    def record(self, out, batch, stage):
+        """What every step ends with: the loss terms' running means (logged per stage) and, outside
+        training, the evaluation suite on the batch's explanation (``out``: compute_forward's dict)."""
         for name, value in out["terms"].items():
             self.term_sums[name] = self.term_sums.get(name, 0.0) + float(value.detach()) * len(batch.id)
         self.n_seen += len(batch.id)
         if stage != sb.Stage.TRAIN:
             self._evaluate_batch(out, batch, stage)
-        return loss
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         scheduler = getattr(self.hparams, "lr_annealing", None)
@@ -154,74 +154,35 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
     def _ground_truth(self, batch, frozen):
         """(mask, event wav) to localize against: for contaminated inputs, the ideal binary
         mask of the clean part (where it dominates the contamination) and the clean part;
-        for synthetic data, its ground-truth files; otherwise (None, None)."""
+        for synthetic data, its ground truth on the classifier's grid, whatever the design
+        (``common.data.synthetic.ground_truth``); otherwise (None, None)."""
         X = frozen.X
         if frozen.clean_wavs is not None:
             front_end = self.hparams.classifier.front_end
             contamination = front_end(frozen.wavs - frozen.clean_wavs)
             return (frozen.clean_X >= contamination).to(X.dtype), frozen.clean_wavs
-        folder = Path(self.hparams.data_folder) / "ground_truth"
-        if not folder.is_dir():
+        masks, events = load_batch_ground_truth(
+            self.hparams.data_folder,
+            getattr(batch, "clip_id", batch.id),
+            self.hparams.classifier.front_end,
+            X.shape[1:],
+            starts=getattr(batch, "segment_start_s", None),
+        )
+        if masks is None:
             return None, None
-        if not (folder / f"{batch.id[0]}.npz").is_file() and hasattr(batch, "clip_id"):
-            return self._music_ground_truth(batch, X), None
-        masks, events = [], []
-        front_end = self.hparams.classifier.front_end
-        for clip in batch.id:
-            gt = load_ground_truth(self.hparams.data_folder, clip)
-            mask = mask_on_grid(torch.from_numpy(gt["mask"]).float(), front_end, X.shape[1:])  # STFT grid -> mels
-            if mask is None:
-                logger.warning(
-                    "Ground truth of %s is on a %s grid, not the classifier's %s: localization skipped",
-                    clip,
-                    gt["mask"].shape,
-                    tuple(X.shape[1:]),
-                )
-                return None, None
-            masks.append(mask)
-            events.append(torch.from_numpy(gt["event"]).float())
-        return torch.stack(masks).to(X.device), torch.stack(events).to(X.device)
-
-    def _music_ground_truth(self, batch, X):
-        """Synthetic music (ground_truth/<clip>.json): where the genre's discriminative component(s) sound in
-        each segment, on the classifier's grid; None when a clip has no such file."""
-        from common.data.synthetic.music import component_masks, load_music_ground_truth
-
-        masks = []
-        for clip, start in zip(batch.clip_id, batch.segment_start_s.tolist(), strict=True):
-            path = Path(self.hparams.data_folder) / "ground_truth" / f"{clip}.json"
-            if not path.is_file():
-                return None
-            gt = load_music_ground_truth(self.hparams.data_folder, clip)
-            component = component_masks(gt, self.hparams.classifier.front_end, X.shape[1], start_s=start)
-            own = [component[c["name"]] for c in gt["components"] if c["discriminative"]]  # a concept class: three
-            masks.append(torch.stack(own).any(dim=0).float())
-        return torch.stack(masks).to(X.device)
+        return masks.to(X.device), None if events is None else events.to(X.device)
 
     def _evaluate_batch(self, out, batch, stage):
         frozen, explanation = out["frozen"], out["explanation"]
         X, target = frozen.X, explanation.target
         gt_mask, gt_event = self._ground_truth(batch, frozen)
-        classifier = self.hparams.classifier
-        interpretation_wavs = explanation.to_wav(classifier, frozen.wavs)
-        if gt_event is not None:
-            n = min(gt_event.shape[-1], interpretation_wavs.shape[-1])
-            gt_event, interpretation_wavs_cmp = gt_event[..., :n], interpretation_wavs[..., :n]
-        else:
-            interpretation_wavs_cmp = None
         started = time.time()
-        scores = self.suite.evaluate(
-            classifier,
-            X,
-            explanation,
-            ground_truth=gt_mask,
-            wavs=frozen.wavs,
-            interpretation_wavs=interpretation_wavs_cmp,
-            event_wavs=gt_event,
+        # the one evaluation loop's scoring step (the leaderboard and the benchmarks use it too)
+        scores, interpretation_wavs = score_explanation(
+            self.suite, self.hparams.classifier, X, explanation, frozen.wavs, ground_truth=gt_mask, event_wavs=gt_event
         )
         self.eval_seconds += time.time() - started
         diagnostics = explanation.extras.get("per_clip", {})
-        scores.update(diagnostics)
         self.diagnostic_columns.update(k for k in diagnostics if k not in self.columns)
         encoder = self.hparams.label_encoder
         for k, clip in enumerate(batch.id):
@@ -481,28 +442,29 @@ def prepare_explained_classifier(hparams, context=None):
     )
 
 
-def run_interpreter_recipe(argv, brain_class=InterpreterBrain, load_extra=None, conditions=None, noise_folder=None):
-    """Wiring shared by the interpreter recipes: data, frozen classifier, fit, evaluate.
-
-    The data set is prepared by ``hparams["prepare"]`` (e.g. ``!name:common.data.gtzan.prepare_gtzan_from_hparams``),
-    ESC-50's preparation when absent; ``segment_s`` / ``segment_hop_s`` cut whole clips into segments.
-
-    ``load_extra(hparams, context)`` loads what else the interpreter needs before training
-    (L2I's NMF dictionary); it is skipped when a saved checkpoint already holds it.
-    With ``conditions`` (contamination Conditions) nothing is trained: the
-    trained interpreter is evaluated under each condition (eval.py).
-    """
+def prepare_interpreter_run(argv, load_extra=None):
+    """(hparams, run_opts, datasets) of an interpreter recipe's command line: the data set, prepared by
+    ``hparams["prepare"]`` (e.g. ``!name:common.data.gtzan.prepare_gtzan_from_hparams``; ESC-50's
+    preparation when absent; ``segment_s`` / ``segment_hop_s`` cut whole clips into segments), and the
+    frozen classifier. ``load_extra(hparams, context)`` loads what else the interpreter needs before
+    training (L2I's NMF dictionary); it is skipped when a saved checkpoint already holds it."""
     from common.recipe import setup_experiment
-    from common.training.classifier import build_brain, fit_and_evaluate
 
     hparams, run_opts, _, overrides = setup_experiment(argv)
     context = RunContext.of(run_opts, overrides)
     datasets = prepare_explained_classifier(hparams, context)
     if load_extra is not None and hparams["checkpointer"].find_checkpoint() is None:
         load_extra(hparams, context)
+    return hparams, run_opts, datasets
+
+
+def run_interpreter_recipe(argv, brain_class=InterpreterBrain, load_extra=None):
+    """Wiring shared by the interpreter recipes: data, frozen classifier, fit (when the interpreter is
+    ``trainable``), evaluate the best checkpoint. ``brain_class``: the recipe's Brain."""
+    from common.training.classifier import build_brain, fit_and_evaluate
+
+    hparams, run_opts, datasets = prepare_interpreter_run(argv, load_extra)
     brain = build_brain(brain_class, hparams, run_opts)
-    if conditions:
-        return evaluate_contaminated(brain, hparams, datasets, conditions, noise_folder)
     if not brain.trainable:
         logger.info("%s has nothing to train: evaluating it on the test set", type(brain.modules.interpreter).__name__)
         hparams["test_only"] = True

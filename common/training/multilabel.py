@@ -1,11 +1,10 @@
-"""The multi-label classifier Brain (BirdSet): ConvNeXt and AudioProtoPNet train and evaluate with it.
+"""The base multi-label classifier Brain (BirdSet): train_convnext.py and train_audioprotopnet.py add their step.
 
-Same shape as the single-label ``ClassifierBrain`` (its forward pass, checkpoints, DDP on CPU,
-per-batch schedules), with multi-hot targets, a multi-label loss (the
-Asymmetric Loss of the hparams), an optional regularisation term the model
-defines (AudioProtoPNet's prototype orthogonality), and BirdSet's metrics:
-cmAP selects the checkpoint; cmAP, AUROC and T1-Acc are reported per test
-set, each scored on its own classes only (its logits are masked).
+Same shape as the single-label ``ClassifierBrain`` (its helpers, checkpoints, DDP on CPU, per-batch
+schedules), with multi-hot targets and BirdSet's metrics: cmAP selects the checkpoint; cmAP, AUROC
+and T1-Acc are reported per test set, each scored on its own classes only (its logits are masked,
+``scored_classes``). A recipe's ``compute_objectives`` is its multi-label loss (the Asymmetric Loss
+of the hparams, plus AudioProtoPNet's prototype orthogonality) ending with ``self.record``.
 """
 
 import logging
@@ -36,7 +35,8 @@ def collate_options(options):
 
 
 class MultiLabelBrain(ClassifierBrain):
-    """Trains ``modules.model`` on (sig, multi-hot labels) batches; see the module docstring."""
+    """The shared part of training ``modules.model`` on (sig, multi-hot labels) batches; a recipe's subclass
+    adds ``compute_forward`` and ``compute_objectives`` (see the module docstring)."""
 
     class_mask = None  # indices of the classes scored (a test set's own classes); None = all
     test_name = "test"
@@ -71,19 +71,20 @@ class MultiLabelBrain(ClassifierBrain):
         if isinstance(scheduler, WarmupCosineScheduler):
             scheduler.apply(self.optimizer)  # the first batch already runs at the warm-up rate
 
-    def compute_objectives(self, logits, batch, stage):
+    # -- helpers of the recipes' steps ----------------------------------------------
+    def scored_classes(self, logits, batch):
+        """(logits, multi-hot targets) on the classes scored (a test set's own, ``class_mask``), the targets
+        repeated once per copy of the batch that the augmenter concatenated."""
         targets = batch.labels.data.to(logits.dtype)
-        n_aug = logits.shape[0] // targets.shape[0]  # augmenters may concatenate copies
+        n_aug = logits.shape[0] // targets.shape[0]
         targets = targets.repeat(n_aug, 1)
         if self.class_mask is not None:
             logits, targets = logits[:, self.class_mask], targets[:, self.class_mask]
-        loss = self.hparams.compute_cost(logits, targets)
-        regularization = getattr(unwrap(self.modules.model), "regularization_loss", None)
-        weight = getattr(self.hparams, "regularization_weight", 0.0)
-        if regularization is not None and weight:
-            loss = loss + weight * regularization()
+        return logits, targets
+
+    def record(self, logits, targets, batch, stage):
+        """The metrics' bookkeeping of a batch: its (masked) logits and targets for cmAP, AUROC and T1-Acc."""
         self.scores.update(logits.detach(), targets)
-        return loss
 
     def on_stage_start(self, stage, epoch=None):
         self.scores = MultilabelAccumulator()
@@ -139,8 +140,9 @@ def evaluate_test_sets(brain, hparams, data):
     return rows
 
 
-def run_multilabel_recipe(hparams, run_opts, data, brain_class=MultiLabelBrain, before_fit=None):
-    """Train (unless ``test_only``) and evaluate every test set: what BirdSet's stage scripts share.
+def run_multilabel_recipe(hparams, run_opts, data, brain_class, before_fit=None):
+    """Train (unless ``test_only``) a ``brain_class`` (a recipe's MultiLabelBrain) and evaluate every test set:
+    what BirdSet's stage scripts share.
 
     ``before_fit`` (e.g. loading stage 1's backbone) runs on every process
     before the Brain wraps the model for DDP, and only when there is no

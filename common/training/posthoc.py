@@ -7,14 +7,24 @@ original.wav, interpretation.wav (for LIME / Kernel SHAP the top-k positive
 components, mask -> original phase -> ISTFT) and explanation.png; this Brain
 adds saliency.png (the signed heatmap over the spectrogram) and, for
 LIME / Kernel SHAP over time segments or mel bands, components.png (one bar
-per segment or band; a grid or superpixels are read on the heatmap).
+per segment or band; a grid or superpixels are read on the heatmap). It reads only
+what the explanation returns (its saliency and extras), never the interpreter.
 """
 
 from pathlib import Path
 
-from common.interpreters.components import MelBands, TimeSegments
 from common.reports.figures import save_component_bars, save_saliency_heatmap
 from common.training.interpreter import InterpreterBrain
+
+
+def component_axis(ids):
+    """The axis a clip's components (T, F) ids split: "time segment" when each spans whole frames,
+    "mel band" when each spans whole bins, "component" for a single one; None for a grid or superpixels."""
+    whole_frames = bool((ids == ids[:, :1]).all())
+    whole_bins = bool((ids == ids[:1, :]).all())
+    if whole_frames and whole_bins:
+        return "component"
+    return "time segment" if whole_frames else "mel band" if whole_bins else None
 
 
 class PosthocInterpreterBrain(InterpreterBrain):
@@ -25,12 +35,12 @@ class PosthocInterpreterBrain(InterpreterBrain):
         super()._save_examples(frozen, batch, explanation, interpretation_wavs)
         folder = Path(self.hparams.output_folder) / "interpretations"
         labels = self.hparams.label_encoder.ind2lab
-        weights = explanation.extras.get("component_weights")
-        components = getattr(self.modules.interpreter, "components", None)
-        axis = {TimeSegments: "time segment", MelBands: "mel band"}.get(type(components))
+        weights, components = explanation.extras.get("component_weights"), explanation.extras.get("components")
+        method = type(self.modules.interpreter).__name__  # for the titles only
         for k in range(self.n_examples_saved - already_saved):  # the clips of this batch just saved, in order
             clip_dir = folder / batch.id[k]
-            title = f"{batch.id[k]}: {type(self.modules.interpreter).__name__} for {labels[int(explanation.target[k])]}"
+            title = f"{batch.id[k]}: {method} for {labels[int(explanation.target[k])]}"
             save_saliency_heatmap(frozen.X[k], explanation.saliency[k].detach(), clip_dir / "saliency.png", title)
+            axis = component_axis(components[k]) if components is not None else None
             if weights is not None and axis is not None:
                 save_component_bars(weights[k], clip_dir / "components.png", title=title, xlabel=axis)

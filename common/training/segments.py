@@ -1,4 +1,5 @@
-"""Classifiers trained on fixed-length segments and evaluated per clip (GTZAN's 3 s excerpts of songs).
+"""The base Brain of classifiers trained on fixed-length segments and evaluated per clip (GTZAN's 3 s
+excerpts of songs); the recipe (GTZAN/lime_shap/train_classifier.py) adds its step, as on ClassifierBrain.
 
 A clip's prediction is the argmax of the mean of its segments' class
 probabilities. Validation and test report both: ``acc`` (and ``error``) is
@@ -75,13 +76,13 @@ class SegmentClassifierBrain(ClassifierBrain):
         self.clips = ClipAggregator(self.hparams.out_n_neurons)
         self.clip_confusion = None
 
-    def compute_objectives(self, predictions, batch, stage):
-        loss = super().compute_objectives(predictions, batch, stage)
+    def record(self, predictions, targets, batch, stage):
+        """The segments' confusion matrix and, outside training, each segment's probabilities for its clip."""
+        super().record(predictions, targets, batch, stage)
         if stage != sb.Stage.TRAIN:
             model = getattr(self.modules.model, "module", self.modules.model)  # unwrap DDP
             probabilities = torch.softmax(predictions.detach() * model.logit_scale, dim=-1)
             self.clips.add(batch.clip_id, probabilities, batch.class_string_encoded[0])
-        return loss
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage != sb.Stage.TRAIN:

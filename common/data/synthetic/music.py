@@ -30,7 +30,7 @@ Ground truth per clip in ``ground_truth/<clip_id>.json``: the genre, the tempo
 and, per component, its name, kind, whether it is discriminative, its band
 and its time-frequency support as boxes ``[t0_s, t1_s, f_lo_hz, f_hi_hz]``
 (one per note or hit). ``component_masks`` puts the boxes on a front end's
-(time, frequency) grid. Deterministic by seed; a clip does not depend on how
+(time, frequency) grid; ``common.data.synthetic.ground_truth`` reads them. Deterministic by seed; a clip does not depend on how
 many others are made.
 """
 
@@ -42,43 +42,16 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from common.data.synthetic.signals import band_noise, envelope, pink_noise, tone
 from common.io import atomic_path, atomic_write_json
 
 SAMPLE_RATE = 22050
 
 
 # ---------------------------------------------------------------- primitives
-def _tone(freqs, sr, phase=0.0):
-    """A sine following the instantaneous frequency track ``freqs`` (Hz per sample)."""
-    return np.sin(phase + 2 * np.pi * np.cumsum(freqs) / sr)
-
-
-def _envelope(n, sr, attack=0.005, release=0.02):
-    env = np.ones(n)
-    a, r = min(n, max(1, int(attack * sr))), min(n, max(1, int(release * sr)))
-    env[:a] = np.linspace(0.0, 1.0, a)
-    env[n - r :] = np.minimum(env[n - r :], np.linspace(1.0, 0.0, r))
-    return env
-
-
 def _decay(n, sr, attack=0.002):
     """A hit's envelope: fast attack, exponential decay to -40 dB at its end."""
-    return np.exp(-np.log(100.0) * np.arange(n) / max(n, 1)) * _envelope(n, sr, attack, 0.005)
-
-
-def _band_noise(rng, n, sr, lo, hi):
-    spec = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1 / sr)
-    spec[(freqs < lo) | (freqs > hi)] = 0
-    out = np.fft.irfft(spec, n)
-    return out / (np.abs(out).max() + 1e-9)
-
-
-def _pink_noise(rng, n):
-    spec = np.fft.rfft(rng.standard_normal(n))
-    spec /= np.sqrt(np.maximum(np.arange(len(spec)), 1))
-    out = np.fft.irfft(spec, n)
-    return out / (np.std(out) + 1e-9)
+    return np.exp(-np.log(100.0) * np.arange(n) / max(n, 1)) * envelope(n, sr, attack, 0.005)
 
 
 class Track:
@@ -132,13 +105,13 @@ def render_drums(rng, track, grid):
             if (i // 2) % 2 == 0:
                 n = track.samples(0.2)
                 freqs = 45.0 + 65.0 * np.exp(-np.arange(n) / (0.04 * track.sr))  # 110 Hz falling to 45 Hz
-                track.add(t, _tone(freqs, track.sr) * _decay(n, track.sr), 35.0, 130.0)
+                track.add(t, tone(freqs, track.sr) * _decay(n, track.sr), 35.0, 130.0)
             else:
                 n = track.samples(0.15)
-                track.add(t, 0.6 * _band_noise(rng, n, track.sr, 1350, 2100) * _decay(n, track.sr), 1350.0, 2100.0)
+                track.add(t, 0.6 * band_noise(rng, n, track.sr, 1350, 2100) * _decay(n, track.sr), 1350.0, 2100.0)
         if rng.random() < 0.9:
             n = track.samples(0.05)
-            track.add(t, 0.25 * _band_noise(rng, n, track.sr, 9500, 10800) * _decay(n, track.sr), 9500.0, 10800.0)
+            track.add(t, 0.25 * band_noise(rng, n, track.sr, 9500, 10800) * _decay(n, track.sr), 9500.0, 10800.0)
 
 
 def render_bass(rng, track, grid):
@@ -147,8 +120,8 @@ def render_bass(rng, track, grid):
     for t, length in _notes(rng, track, grid, 1, 0.15):
         f0 = root * 2 ** (rng.choice([0, 3, 5, 7, 10]) / 12)
         n = track.samples(0.9 * length)
-        wave = sum(a * _tone(np.full(n, k * f0), track.sr) for k, a in ((1, 1.0), (2, 0.5), (3, 0.3), (4, 0.2)))
-        track.add(t, wave * _envelope(n, track.sr, 0.005, 0.03), 0.95 * f0, 4 * f0 * 1.05)
+        wave = sum(a * tone(np.full(n, k * f0), track.sr) for k, a in ((1, 1.0), (2, 0.5), (3, 0.3), (4, 0.2)))
+        track.add(t, wave * envelope(n, track.sr, 0.005, 0.03), 0.95 * f0, 4 * f0 * 1.05)
 
 
 def render_pad(rng, track, grid):
@@ -157,8 +130,8 @@ def render_pad(rng, track, grid):
         root = rng.uniform(165.0, 215.0)
         chord = [root * 2 ** (s / 12) for s in (0, rng.choice([3, 4]), 7)]
         n = track.samples(4 * grid.beat_s)
-        wave = sum(_tone(np.full(n, f), track.sr) + 0.3 * _tone(np.full(n, 2 * f), track.sr) for f in chord)
-        track.add(t, 0.4 * wave * _envelope(n, track.sr, 0.15, 0.2), 0.95 * root, 2 * chord[-1] * 1.05)
+        wave = sum(tone(np.full(n, f), track.sr) + 0.3 * tone(np.full(n, 2 * f), track.sr) for f in chord)
+        track.add(t, 0.4 * wave * envelope(n, track.sr, 0.15, 0.2), 0.95 * root, 2 * chord[-1] * 1.05)
 
 
 # ----------------------------------------------------- discriminative sources
@@ -169,7 +142,7 @@ def render_slide_guitar(rng, track, grid):
         n = track.samples(0.95 * length)
         glide = min(n, int(0.3 * n))
         freqs = np.concatenate([np.linspace(fa, fb, glide), np.full(n - glide, fb)])
-        track.add(t, _tone(freqs, track.sr) * _envelope(n, track.sr, 0.01, 0.05), min(fa, fb), max(fa, fb))
+        track.add(t, tone(freqs, track.sr) * envelope(n, track.sr, 0.01, 0.05), min(fa, fb), max(fa, fb))
 
 
 def render_string_tremolo(rng, track, grid):
@@ -178,8 +151,8 @@ def render_string_tremolo(rng, track, grid):
         f = rng.uniform(1010.0, 1030.0)
         n = track.samples(0.95 * length)
         tremolo = 0.6 + 0.4 * np.sin(2 * np.pi * 12.0 * np.arange(n) / track.sr)
-        wave = (_tone(np.full(n, f), track.sr) + _tone(np.full(n, 1.2 * f), track.sr)) * tremolo
-        track.add(t, 0.6 * wave * _envelope(n, track.sr, 0.08, 0.1), f, 1.2 * f)
+        wave = (tone(np.full(n, f), track.sr) + tone(np.full(n, 1.2 * f), track.sr)) * tremolo
+        track.add(t, 0.6 * wave * envelope(n, track.sr, 0.08, 0.1), f, 1.2 * f)
 
 
 def render_skank(rng, track, grid):
@@ -189,7 +162,7 @@ def render_skank(rng, track, grid):
     for t in grid.times(track.duration, per_beat=1):
         if rng.random() < 0.9:
             n = track.samples(0.12)
-            wave = sum(_tone(np.full(n, f), track.sr) for f in chord) / 3
+            wave = sum(tone(np.full(n, f), track.sr) for f in chord) / 3
             track.add(t + grid.beat_s / 2, wave * _decay(n, track.sr), chord[0], chord[-1])
 
 
@@ -201,7 +174,7 @@ def render_banjo_roll(rng, track, grid):
         if rng.random() < 0.8:
             f = pitches[i % 3]
             n = track.samples(0.1)
-            track.add(t, _tone(np.full(n, f), track.sr) * _decay(n, track.sr), f, f)
+            track.add(t, tone(np.full(n, f), track.sr) * _decay(n, track.sr), f, f)
 
 
 CLAV_PATTERN = (1, 0, 1, 0, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0, 1)  # one bar of syncopated 16th notes
@@ -214,7 +187,7 @@ def render_clav_riff(rng, track, grid):
         if CLAV_PATTERN[i % len(CLAV_PATTERN)]:
             f = root * (2 ** (1 / 12) if i % 4 == 1 else 1.0)
             n = track.samples(0.06)
-            track.add(t, _tone(np.full(n, f), track.sr) * _envelope(n, track.sr, 0.003, 0.02), f, f)
+            track.add(t, tone(np.full(n, f), track.sr) * envelope(n, track.sr, 0.003, 0.02), f, f)
 
 
 def render_scratch(rng, track, grid):
@@ -224,7 +197,7 @@ def render_scratch(rng, track, grid):
             n = track.samples(rng.uniform(0.1, 0.25))
             lo, hi = 3950.0, 4550.0
             freqs = np.linspace(lo, hi, n) if rng.random() < 0.5 else np.linspace(hi, lo, n)
-            track.add(t, _tone(freqs, track.sr) * _envelope(n, track.sr, 0.005, 0.02), lo, hi)
+            track.add(t, tone(freqs, track.sr) * envelope(n, track.sr, 0.005, 0.02), lo, hi)
 
 
 def render_ride_cymbal(rng, track, grid):
@@ -233,7 +206,7 @@ def render_ride_cymbal(rng, track, grid):
         onsets = [t, t + 2 * grid.beat_s / 3] if i % 2 == 1 else [t]
         for onset in onsets:
             n = track.samples(0.18)
-            hit = _band_noise(rng, n, track.sr, 4950, 5650) * _decay(n, track.sr)
+            hit = band_noise(rng, n, track.sr, 4950, 5650) * _decay(n, track.sr)
             track.add(onset, 0.7 * hit, 4950.0, 5650.0)
 
 
@@ -242,7 +215,7 @@ def render_tremolo_picking(rng, track, grid):
     for t, length in _notes(rng, track, grid, rng.choice([1, 2]), 0.2):
         for k in range(int(round(length / (grid.beat_s / 4)))):
             n = track.samples(0.6 * grid.beat_s / 4)
-            pulse = _band_noise(rng, n, track.sr, 6050, 6850) * _envelope(n, track.sr, 0.003, 0.01)
+            pulse = band_noise(rng, n, track.sr, 6050, 6850) * envelope(n, track.sr, 0.003, 0.01)
             track.add(t + k * grid.beat_s / 4, 0.7 * pulse, 6050.0, 6850.0)
 
 
@@ -253,7 +226,7 @@ def render_synth_lead(rng, track, grid):
         f = root * 2 ** (rng.choice([0.0, 0.5, 1.0, 1.5]) / 12)
         n = track.samples(0.9 * length)
         freqs = f * (1 + 0.008 * np.sin(2 * np.pi * 6.0 * np.arange(n) / track.sr))
-        track.add(t, 0.6 * _tone(freqs, track.sr) * _envelope(n, track.sr, 0.01, 0.03), 0.992 * f, 1.008 * f)
+        track.add(t, 0.6 * tone(freqs, track.sr) * envelope(n, track.sr, 0.01, 0.03), 0.992 * f, 1.008 * f)
 
 
 def render_feedback_guitar(rng, track, grid):
@@ -262,7 +235,7 @@ def render_feedback_guitar(rng, track, grid):
         f = rng.uniform(8500.0, 9050.0)
         n = track.samples(0.95 * length)
         freqs = f * (1 + 0.005 * np.sin(2 * np.pi * 5.0 * np.arange(n) / track.sr))
-        track.add(t, 0.5 * _tone(freqs, track.sr) * _envelope(n, track.sr, 0.2, 0.1), 0.995 * f, 1.005 * f)
+        track.add(t, 0.5 * tone(freqs, track.sr) * envelope(n, track.sr, 0.2, 0.1), 0.995 * f, 1.005 * f)
 
 
 @dataclass(frozen=True)
@@ -282,38 +255,35 @@ SHARED_SOURCES = {
     "pad": Source("pad", "pad", False, (155.0, 695.0), render_pad),
 }
 
+# Each genre's own source (the concept classes below reuse them three by three).
+OWN_SOURCES = {
+    source.name: source
+    for source in (
+        Source("slide_guitar", "melody", True, (700.0, 950.0), render_slide_guitar),
+        Source("string_tremolo", "tremolo", True, (990.0, 1260.0), render_string_tremolo),
+        Source("banjo_roll", "arpeggio", True, (2700.0, 3100.0), render_banjo_roll),
+        Source("clav_riff", "riff", True, (3300.0, 3700.0), render_clav_riff),
+        Source("scratch", "chirps", True, (3900.0, 4600.0), render_scratch),
+        Source("ride_cymbal", "cymbal", True, (4900.0, 5700.0), render_ride_cymbal),
+        Source("tremolo_picking", "noise_band", True, (6000.0, 6900.0), render_tremolo_picking),
+        Source("synth_lead", "melody", True, (7200.0, 8100.0), render_synth_lead),
+        Source("skank", "chord_stabs", True, (2200.0, 2620.0), render_skank),
+        Source("feedback_guitar", "sustained", True, (8400.0, 9200.0), render_feedback_guitar),
+    )
+}
+
 # genre -> (shared sources, its discriminative source, tempo range in BPM)
 GENRE_MIXTURES = {
-    "blues": (
-        ("drums", "bass"),
-        Source("slide_guitar", "melody", True, (700.0, 950.0), render_slide_guitar),
-        (70, 100),
-    ),
-    "classical": (
-        ("bass", "pad"),
-        Source("string_tremolo", "tremolo", True, (990.0, 1260.0), render_string_tremolo),
-        (60, 90),
-    ),
-    "country": (
-        ("drums", "bass"),
-        Source("banjo_roll", "arpeggio", True, (2700.0, 3100.0), render_banjo_roll),
-        (90, 120),
-    ),
-    "disco": (("drums", "bass"), Source("clav_riff", "riff", True, (3300.0, 3700.0), render_clav_riff), (115, 130)),
-    "hiphop": (("drums", "bass"), Source("scratch", "chirps", True, (3900.0, 4600.0), render_scratch), (80, 100)),
-    "jazz": (("drums", "pad"), Source("ride_cymbal", "cymbal", True, (4900.0, 5700.0), render_ride_cymbal), (110, 150)),
-    "metal": (
-        ("drums", "bass"),
-        Source("tremolo_picking", "noise_band", True, (6000.0, 6900.0), render_tremolo_picking),
-        (140, 180),
-    ),
-    "pop": (("drums", "pad"), Source("synth_lead", "melody", True, (7200.0, 8100.0), render_synth_lead), (100, 125)),
-    "reggae": (("bass", "pad"), Source("skank", "chord_stabs", True, (2200.0, 2620.0), render_skank), (70, 90)),
-    "rock": (
-        ("drums", "bass"),
-        Source("feedback_guitar", "sustained", True, (8400.0, 9200.0), render_feedback_guitar),
-        (110, 140),
-    ),
+    "blues": (("drums", "bass"), OWN_SOURCES["slide_guitar"], (70, 100)),
+    "classical": (("bass", "pad"), OWN_SOURCES["string_tremolo"], (60, 90)),
+    "country": (("drums", "bass"), OWN_SOURCES["banjo_roll"], (90, 120)),
+    "disco": (("drums", "bass"), OWN_SOURCES["clav_riff"], (115, 130)),
+    "hiphop": (("drums", "bass"), OWN_SOURCES["scratch"], (80, 100)),
+    "jazz": (("drums", "pad"), OWN_SOURCES["ride_cymbal"], (110, 150)),
+    "metal": (("drums", "bass"), OWN_SOURCES["tremolo_picking"], (140, 180)),
+    "pop": (("drums", "pad"), OWN_SOURCES["synth_lead"], (100, 125)),
+    "reggae": (("bass", "pad"), OWN_SOURCES["skank"], (70, 90)),
+    "rock": (("drums", "bass"), OWN_SOURCES["feedback_guitar"], (110, 140)),
 }
 GENRES = tuple(GENRE_MIXTURES)
 
@@ -322,43 +292,16 @@ GENRES = tuple(GENRE_MIXTURES)
 # classifier has to learn all three (with GENRE_MIXTURES the shared sources carry no evidence, so a class's
 # relevance lies on one source only and there is nothing for concepts to divide).
 CONCEPT_MIXTURES = {
-    "trio_a": (
-        (),
-        (
-            Source("slide_guitar", "melody", True, (700.0, 950.0), render_slide_guitar),
-            Source("banjo_roll", "arpeggio", True, (2700.0, 3100.0), render_banjo_roll),
-            Source("tremolo_picking", "noise_band", True, (6000.0, 6900.0), render_tremolo_picking),
-        ),
-        (90, 130),
-    ),
-    "trio_b": (
-        (),
-        (
-            Source("string_tremolo", "tremolo", True, (990.0, 1260.0), render_string_tremolo),
-            Source("clav_riff", "riff", True, (3300.0, 3700.0), render_clav_riff),
-            Source("synth_lead", "melody", True, (7200.0, 8100.0), render_synth_lead),
-        ),
-        (90, 130),
-    ),
-    "trio_c": (
-        (),
-        (
-            Source("skank", "chord_stabs", True, (2200.0, 2620.0), render_skank),
-            Source("scratch", "chirps", True, (3900.0, 4600.0), render_scratch),
-            Source("feedback_guitar", "sustained", True, (8400.0, 9200.0), render_feedback_guitar),
-        ),
-        (90, 130),
-    ),
+    name: ((), tuple(OWN_SOURCES[source] for source in sources), (90, 130))
+    for name, sources in (
+        ("trio_a", ("slide_guitar", "banjo_roll", "tremolo_picking")),
+        ("trio_b", ("string_tremolo", "clav_riff", "synth_lead")),
+        ("trio_c", ("skank", "scratch", "feedback_guitar")),
+    )
 }
 CONCEPT_CLASSES = tuple(CONCEPT_MIXTURES)
 CONCEPT_KEEP_PROB = 0.7
 MIXTURES = {**GENRE_MIXTURES, **CONCEPT_MIXTURES}
-
-
-def discriminative_source(genre):
-    """The Source only ``genre`` has (the first of a concept class's own sources)."""
-    own = MIXTURES[genre][1]
-    return own[0] if isinstance(own, tuple) else own
 
 
 # ----------------------------------------------------------------- clips
@@ -371,7 +314,7 @@ def render_clip(genre, rng, duration_s=30.0, sample_rate=SAMPLE_RATE, noise_rms=
     n = int(round(duration_s * sample_rate))
     tempo = float(rng.uniform(*tempo_range))
     grid = Grid(beat_s=60.0 / tempo, offset_s=float(rng.uniform(0.0, 60.0 / tempo)))
-    mix = noise_rms * _pink_noise(rng, n)
+    mix = noise_rms * pink_noise(rng, n)
     keep = np.ones(len(own), dtype=bool)
     if len(own) > 1:  # a concept class: each own source sounds with CONCEPT_KEEP_PROB, at least one
         keep = rng.random(len(own)) < CONCEPT_KEEP_PROB
@@ -432,12 +375,6 @@ def make_synthetic_gtzan(out_dir, n_per_genre=100, duration_s=30.0, sample_rate=
     return clip_ids
 
 
-def load_music_ground_truth(data_folder, clip_id):
-    """The ground-truth dict of a synthetic clip (``ground_truth/<clip_id>.json``)."""
-    with open(Path(data_folder) / "ground_truth" / f"{clip_id}.json", encoding="utf-8") as f:
-        return json.load(f)
-
-
 # ------------------------------------------------------------ on a grid
 def frame_hop_s(front_end):
     """Seconds between the (centred) frames of a front end (MelDbSpectrogram or Log1pSpectrogram)."""
@@ -473,7 +410,7 @@ def band_ranges_hz(front_end):
 def component_masks(ground_truth, front_end, n_frames, start_s=0.0, duration_s=None):
     """{component name: (n_frames, F) bool mask} of where each component sounds, on ``front_end``'s grid.
 
-    ``ground_truth``: the dict of ``load_music_ground_truth`` (or its path).
+    ``ground_truth``: the clip's dict (``ground_truth.read_ground_truth``) or its path.
     ``start_s`` / ``duration_s``: the segment the spectrogram was computed
     from (boxes are shifted to it and cut at its end). A bin is in a mask when
     its frame's span (one hop around the frame centre) and its frequency range

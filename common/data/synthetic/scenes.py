@@ -7,7 +7,8 @@ kinds no class uses) at a chosen SNR. Per clip the ground truth is stored in
 ``ground_truth/<stem>.npz``: the class event's own waveform as mixed in
 (``event``), and its time-frequency mask (``mask``, (time, freq)) on the
 classifier's STFT grid (``n_fft``, ``hop``, ``win`` in samples also stored):
-the bins where the event dominates everything else.
+the bins where the event dominates everything else (``dominance_mask``);
+``common.data.synthetic.ground_truth`` reads it back onto a classifier's grid.
 
 The folder has the ESC-50 layout (audio/*.wav, meta/esc50.csv with folds
 1..5), so every ESC-50 recipe runs on it unchanged. Deterministic by seed.
@@ -20,31 +21,16 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from common.data.synthetic.signals import band_noise, envelope, pink_noise, rms, stft_magnitude, tone
 from common.io import atomic_path, atomic_write_text
 
 
 # ------------------------------------------------------------ event shapes
-def _envelope(n, sr, attack=0.01, release=0.03):
-    env = np.ones(n)
-    a, r = max(1, int(attack * sr)), max(1, int(release * sr))
-    env[:a] = np.linspace(0, 1, a)
-    env[-r:] = np.minimum(env[-r:], np.linspace(1, 0, r))
-    return env
-
-
-def _bandpass_noise(rng, n, sr, lo, hi):
-    spec = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1 / sr)
-    spec[(freqs < lo) | (freqs > hi)] = 0
-    out = np.fft.irfft(spec, n)
-    return out / (np.abs(out).max() + 1e-9)
-
-
 def harmonic_stack(rng, n, sr, f0):
     t = np.arange(n) / sr
     f = f0 * (1 + 0.01 * rng.standard_normal())
     x = sum(np.sin(2 * np.pi * k * f * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 6) if k * f < sr / 2)
-    return x * _envelope(n, sr)
+    return x * envelope(n, sr)
 
 
 def chirp(rng, n, sr, f_start, f_end):
@@ -52,7 +38,7 @@ def chirp(rng, n, sr, f_start, f_end):
     dur = n / sr
     k = (f_end - f_start) / dur
     phase = 2 * np.pi * (f_start * t + 0.5 * k * t**2)
-    return np.sin(phase) * _envelope(n, sr)
+    return np.sin(phase) * envelope(n, sr)
 
 
 def click_train(rng, n, sr, rate):
@@ -66,19 +52,19 @@ def click_train(rng, n, sr, rate):
 
 def am_noise_band(rng, n, sr, lo, hi, mod_hz):
     t = np.arange(n) / sr
-    return _bandpass_noise(rng, n, sr, lo, hi) * (0.5 + 0.5 * np.sin(2 * np.pi * mod_hz * t)) * _envelope(n, sr)
+    return band_noise(rng, n, sr, lo, hi) * (0.5 + 0.5 * np.sin(2 * np.pi * mod_hz * t)) * envelope(n, sr)
 
 
 def fm_tone(rng, n, sr, fc, depth, rate):
     t = np.arange(n) / sr
-    return np.sin(2 * np.pi * fc * t + (depth / rate) * np.sin(2 * np.pi * rate * t)) * _envelope(n, sr)
+    return np.sin(2 * np.pi * fc * t + (depth / rate) * np.sin(2 * np.pi * rate * t)) * envelope(n, sr)
 
 
 def tone_trill(rng, n, sr, f_low, f_high, notes_per_s):
     t = np.arange(n) / sr
     which = (np.floor(t * notes_per_s) % 2).astype(bool)
     freq = np.where(which, f_high, f_low)
-    return np.sin(2 * np.pi * np.cumsum(freq) / sr) * _envelope(n, sr)
+    return tone(freq, sr) * envelope(n, sr)
 
 
 # Class patterns: (name, generator, kwargs). Chosen to occupy distinct regions
@@ -100,41 +86,18 @@ CLASS_PATTERNS = [
 def _distractor(rng, n, sr):
     """Kinds no class uses: short broadband bursts and steady low hums."""
     if rng.random() < 0.5:
-        return _bandpass_noise(rng, n, sr, 100, sr / 2 - 100) * np.hanning(n)
+        return band_noise(rng, n, sr, 100, sr / 2 - 100) * np.hanning(n)
     t = np.arange(n) / sr
-    return np.sin(2 * np.pi * rng.uniform(60, 140) * t) * _envelope(n, sr, 0.05, 0.05)
-
-
-def _pink_noise(rng, n):
-    spec = np.fft.rfft(rng.standard_normal(n))
-    spec /= np.sqrt(np.maximum(np.arange(len(spec)), 1))
-    out = np.fft.irfft(spec, n)
-    return out / (np.std(out) + 1e-9)
+    return np.sin(2 * np.pi * rng.uniform(60, 140) * t) * envelope(n, sr, 0.05, 0.05)
 
 
 # ------------------------------------------------------------ ground truth
-def stft_magnitude(x, n_fft, hop, win):
-    """|STFT| on SpeechBrain's grid (centred frames, Hamming window): (time, freq)."""
-    pad = n_fft // 2
-    xp = np.pad(x, (pad, pad), mode="constant")
-    window = np.zeros(n_fft)
-    left = (n_fft - win) // 2
-    window[left : left + win] = np.hamming(win)
-    n_frames = 1 + (len(xp) - n_fft) // hop
-    idx = np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]
-    return np.abs(np.fft.rfft(xp[idx] * window, axis=1))
-
-
-def event_mask(event, rest, n_fft, hop, win, floor_db=-40.0):
+def dominance_mask(event, rest, n_fft, hop, win, floor_db=-40.0):
     """Bins where the event dominates the rest and is within ``floor_db`` of its peak."""
     ev = stft_magnitude(event, n_fft, hop, win)
     other = stft_magnitude(rest, n_fft, hop, win)
     audible = 20 * np.log10(ev + 1e-12) > 20 * np.log10(ev.max() + 1e-12) + floor_db
     return ((ev > other) & audible).astype(np.uint8)
-
-
-def _rms(x):
-    return float(np.sqrt(np.mean(x**2)) + 1e-12)
 
 
 # ------------------------------------------------------------------ dataset
@@ -176,13 +139,13 @@ def make_synthetic_esc50(
             start = int(rng.integers(0, n - ev_len + 1))
             event = np.zeros(n)
             event[start : start + ev_len] = gen(rng, ev_len, sample_rate, **kwargs)
-            rest = _pink_noise(rng, n) * 0.3
+            rest = pink_noise(rng, n) * 0.3
             for _ in range(n_distractors):
                 d_len = min(n, int(rng.uniform(0.2, 0.8) * sample_rate))
                 d_start = int(rng.integers(0, n - d_len + 1))
                 rest[d_start : d_start + d_len] += _distractor(rng, d_len, sample_rate) * rng.uniform(0.5, 1.0)
             seg = slice(start, start + ev_len)
-            gain = _rms(rest[seg]) / _rms(event[seg]) * 10 ** (snr_db / 20)
+            gain = rms(rest[seg]) / rms(event[seg]) * 10 ** (snr_db / 20)
             event *= gain
             mix = event + rest
             peak = np.abs(mix).max()
@@ -191,7 +154,7 @@ def make_synthetic_esc50(
             stem = f"{fold}-{900000 + target * 1000 + k}-A-{target}"
             with atomic_path(out_dir / "audio" / f"{stem}.wav", suffix=".wav") as tmp:
                 sf.write(tmp, mix.astype(np.float32), sample_rate, subtype="FLOAT", format="WAV")
-            mask = event_mask(event, rest, n_fft, hop, win)
+            mask = dominance_mask(event, rest, n_fft, hop, win)
             with atomic_path(out_dir / "ground_truth" / f"{stem}.npz", suffix=".npz") as tmp:
                 with open(tmp, "wb") as f:
                     np.savez_compressed(
@@ -222,9 +185,3 @@ def make_synthetic_esc50(
     writer.writerows(rows)
     atomic_write_text(out_dir / "meta" / "esc50.csv", buf.getvalue())
     return rows
-
-
-def load_ground_truth(data_folder, clip_id):
-    """The stored ground truth of a clip (event waveform, mask, grid)."""
-    with np.load(Path(data_folder) / "ground_truth" / f"{clip_id}.npz") as z:
-        return {k: z[k] for k in z.files}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.data.synthetic.scenes import _bandpass_noise, _envelope, _rms
+from common.data.synthetic.signals import band_limit, band_noise, envelope, rms, tone
 
 PEAK = 0.9  # every returned mixture is scaled to this peak (max abs)
 PITCH_JITTER = 0.02  # calls of one species vary in pitch by up to this factor (log), either way
@@ -37,13 +37,13 @@ def _inner(f_lo, f_hi, frac=0.03):
 
 
 def _tone(freq, sr, rng):
-    """A sinusoid following the instantaneous frequency ``freq`` (Hz per sample)."""
-    return np.sin(2 * np.pi * np.cumsum(freq) / sr + rng.uniform(0, 2 * np.pi))
+    """A sinusoid following the instantaneous frequency ``freq`` (Hz per sample), at a random phase."""
+    return tone(freq, sr, rng.uniform(0, 2 * np.pi))
 
 
 def _note_env(m, sr):
-    # short attack/release, never longer than the note allows (_envelope needs them < m)
-    return _envelope(m, sr, attack=min(0.008, 0.25 * m / sr), release=min(0.02, 0.35 * m / sr))
+    # short attack/release, never longer than the note allows
+    return envelope(m, sr, attack=min(0.008, 0.25 * m / sr), release=min(0.02, 0.35 * m / sr))
 
 
 def _note_train(n, sr, n_notes, duty, note):
@@ -56,11 +56,9 @@ def _note_train(n, sr, n_notes, duty, note):
     return x
 
 
-def _band_limit(x, sr, lo, hi):
-    spec = np.fft.rfft(x)
-    freqs = np.fft.rfftfreq(len(x), 1 / sr)
-    spec[(freqs < lo) | (freqs > hi)] = 0
-    return np.fft.irfft(spec, len(x))
+def _bout(sample_rate, duration, n_notes, duty, note):
+    """A bout of ``duration`` s: ``_note_train`` of ``note``, peak 1."""
+    return _peak(_note_train(_n(duration, sample_rate), sample_rate, n_notes, duty, note))
 
 
 def _band_power(x, sr, lo, hi):
@@ -89,44 +87,26 @@ def _draw(rng, value):
 def upslur(rng, sample_rate, duration, f_lo, f_hi, n_notes=1, duty=0.7):
     """Rising whistled note(s): an exponential sweep from the bottom to the top of the band."""
     a, b = _inner(f_lo, f_hi)
-    return _peak(
-        _note_train(
-            _n(duration, sample_rate),
-            sample_rate,
-            n_notes,
-            duty,
-            lambda k, m: _tone(a * (b / a) ** np.linspace(0, 1, m), sample_rate, rng),
-        )
+    return _bout(
+        sample_rate, duration, n_notes, duty, lambda k, m: _tone(a * (b / a) ** np.linspace(0, 1, m), sample_rate, rng)
     )
 
 
 def downslur(rng, sample_rate, duration, f_lo, f_hi, n_notes=1, duty=0.7):
     """Falling whistled note(s): a sweep from the top to the bottom of the band, fast at first."""
     a, b = _inner(f_lo, f_hi)
-    return _peak(
-        _note_train(
-            _n(duration, sample_rate),
-            sample_rate,
-            n_notes,
-            duty,
-            lambda k, m: _tone(a * (b / a) ** (1 - np.linspace(0, 1, m) ** 0.6), sample_rate, rng),
-        )
-    )
+
+    def note(k, m):
+        return _tone(a * (b / a) ** (1 - np.linspace(0, 1, m) ** 0.6), sample_rate, rng)
+
+    return _bout(sample_rate, duration, n_notes, duty, note)
 
 
 def trill(rng, sample_rate, duration, f_lo, f_hi, notes_per_s=16.0, duty=0.6):
     """A fast train of short notes, each a quick downsweep across the band."""
     a, b = _inner(f_lo, f_hi)
     n_notes = max(2, int(round(duration * notes_per_s)))
-    return _peak(
-        _note_train(
-            _n(duration, sample_rate),
-            sample_rate,
-            n_notes,
-            duty,
-            lambda k, m: _tone(np.linspace(b, a, m), sample_rate, rng),
-        )
-    )
+    return _bout(sample_rate, duration, n_notes, duty, lambda k, m: _tone(np.linspace(b, a, m), sample_rate, rng))
 
 
 def whistle(rng, sample_rate, duration, f_lo, f_hi, vibrato_hz=6.0, n_notes=1, duty=0.8):
@@ -139,7 +119,7 @@ def whistle(rng, sample_rate, duration, f_lo, f_hi, vibrato_hz=6.0, n_notes=1, d
         t = np.arange(m) / sample_rate
         return _tone(fc + depth * np.sin(2 * np.pi * vibrato_hz * t + rng.uniform(0, 2 * np.pi)), sample_rate, rng)
 
-    return _peak(_note_train(_n(duration, sample_rate), sample_rate, n_notes, duty, note))
+    return _bout(sample_rate, duration, n_notes, duty, note)
 
 
 def warble(rng, sample_rate, duration, f_lo, f_hi, mod_hz=7.0, n_notes=1, duty=0.85):
@@ -152,7 +132,7 @@ def warble(rng, sample_rate, duration, f_lo, f_hi, mod_hz=7.0, n_notes=1, duty=0
         contour = contour / (np.abs(contour).max() + 1e-12)
         return _tone((a + b) / 2 + (b - a) / 2 * contour, sample_rate, rng)
 
-    return _peak(_note_train(_n(duration, sample_rate), sample_rate, n_notes, duty, note))
+    return _bout(sample_rate, duration, n_notes, duty, note)
 
 
 def buzz(rng, sample_rate, duration, f_lo, f_hi, pulse_hz=50.0, n_notes=1, duty=0.75):
@@ -163,9 +143,9 @@ def buzz(rng, sample_rate, duration, f_lo, f_hi, pulse_hz=50.0, n_notes=1, duty=
         t = np.arange(m) / sample_rate
         pulses = (0.5 - 0.5 * np.cos(2 * np.pi * pulse_hz * t)) ** 2
         # pulsing adds sidebands at +-2 pulse_hz: cut them back to the band
-        return _band_limit(_bandpass_noise(rng, m, sample_rate, a, b) * pulses, sample_rate, a, b)
+        return band_limit(band_noise(rng, m, sample_rate, a, b) * pulses, sample_rate, a, b)
 
-    return _peak(_note_train(_n(duration, sample_rate), sample_rate, n_notes, duty, note))
+    return _bout(sample_rate, duration, n_notes, duty, note)
 
 
 def caw(rng, sample_rate, duration, f_lo, f_hi, n_notes=2, duty=0.75, tilt=0.7, rough_hz=30.0):
@@ -183,7 +163,7 @@ def caw(rng, sample_rate, duration, f_lo, f_hi, n_notes=2, duty=0.75, tilt=0.7, 
         t = np.arange(m) / sample_rate
         return x * (1 - 0.3 * (0.5 + 0.5 * np.sin(2 * np.pi * rough_hz * t)))  # roughness
 
-    return _peak(_note_train(_n(duration, sample_rate), sample_rate, n_notes, duty, note))
+    return _bout(sample_rate, duration, n_notes, duty, note)
 
 
 def tee_too(rng, sample_rate, duration, f_lo, f_hi, n_notes=1, duty=0.85):
@@ -198,7 +178,7 @@ def tee_too(rng, sample_rate, duration, f_lo, f_hi, n_notes=1, duty=0.85):
         x[m1 + gap :] = _tone(np.linspace(1.015 * a, a, m2), sample_rate, rng) * _note_env(m2, sample_rate)
         return x
 
-    return _peak(_note_train(_n(duration, sample_rate), sample_rate, n_notes, duty, note))
+    return _bout(sample_rate, duration, n_notes, duty, note)
 
 
 CALL_TYPES = {
@@ -285,7 +265,7 @@ def background_noise(rng, n_samples, sample_rate=32000, wind=None):
     spec *= np.maximum(freqs, 20.0) ** (-rng.uniform(1.0, 2.0) / 2)
     spec[freqs < 20.0] = 0  # no DC or infrasound: it would dominate the level but not the spectrogram
     x = np.fft.irfft(spec, n_samples)
-    x /= _rms(x)
+    x /= rms(x)
     if wind is None:
         wind = rng.random() < 0.5
     if wind:
@@ -293,9 +273,9 @@ def background_noise(rng, n_samples, sample_rate=32000, wind=None):
         gust_spec[freqs > rng.uniform(0.1, 0.5)] = 0
         gust = np.fft.irfft(gust_spec, n_samples)
         gust = 0.3 + (gust - gust.min()) / (np.ptp(gust) + 1e-12)  # slow, positive gust envelope
-        w = _band_limit(rng.standard_normal(n_samples), sample_rate, 20.0, rng.uniform(150.0, 500.0)) * gust
-        x = x + w / _rms(w) * rng.uniform(0.5, 2.0)
-    return x / _rms(x)
+        w = band_limit(rng.standard_normal(n_samples), sample_rate, 20.0, rng.uniform(150.0, 500.0)) * gust
+        x = x + w / rms(w) * rng.uniform(0.5, 2.0)
+    return x / rms(x)
 
 
 # ------------------------------------------------------------ species
@@ -583,7 +563,7 @@ def event_boxes_on_grid(
     return boxes
 
 
-def event_mask(
+def event_boxes_mask(
     events,
     n_frames,
     n_mels,
@@ -603,25 +583,3 @@ def event_mask(
         if species is None or sp == species:
             mask[f0:f1, m0:m1] = True
     return mask
-
-
-# ------------------------------------------------------------ box metrics
-def _area(box):
-    return max(0.0, box[1] - box[0]) * max(0.0, box[3] - box[2])
-
-
-def _intersection(a, b):
-    return max(0.0, min(a[1], b[1]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[2], b[2]))
-
-
-def box_iou(a, b):
-    """Intersection over union of two (t0, t1, f0, f1) boxes (any consistent units); 0 when both are empty."""
-    inter = _intersection(a, b)
-    union = _area(a) + _area(b) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def box_overlap_fraction(pred, true):
-    """Fraction of ``pred``'s area inside ``true`` ((t0, t1, f0, f1) boxes); 0 for an empty ``pred``."""
-    area = _area(pred)
-    return _intersection(pred, true) / area if area > 0 else 0.0

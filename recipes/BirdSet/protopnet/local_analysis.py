@@ -17,8 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-from common.analysis.prototypes import load_ground_truth, local_analysis
+from common.analysis.prototypes import local_analysis
 from common.data.birdset import birdset_datasets, local_config_dir
+from common.data.synthetic.ground_truth import read_soundscape_events
 from common.models.protopnet import recover_best_audioprotopnet
 from common.recipe import setup_experiment
 
@@ -31,7 +32,7 @@ def main(argv=None):
     index_file = analysis / "global" / "global_analysis.json"
     global_index = json.loads(index_file.read_text(encoding="utf-8")) if index_file.is_file() else None
     for name, dataset in data["tests"].items():
-        truth = load_ground_truth(
+        truth = read_soundscape_events(
             local_config_dir(hparams["data_folder"], name) / f"ground_truth_{hparams['test_split']}.json"
         )
         summary = local_analysis(

@@ -7,7 +7,8 @@
 Conditions: clean (in-distribution), mixture (0.8 * clip + 0.2 * a clip of
 another class; --mix_weights), white_noise and noise_folder (a local folder of
 noise or speech clips, e.g. WHAM!) at each of --snrs dB. The interpreter is
-the one trained in TRAINED_RUN (its best checkpoint); the table is written to
+the one trained in TRAINED_RUN (its best checkpoint), run by its recipe's Brain
+(as SpeechBrain's eval.py imports train_lmac's and train_l2i's); the table is written to
 TRAINED_RUN/contamination_summary.md and each condition's outputs under
 TRAINED_RUN/contamination/.
 """
@@ -15,8 +16,16 @@ TRAINED_RUN/contamination/.
 import argparse
 import sys
 
+from train_l2i import L2IBrain
+from train_lmac import LMACBrain
+from train_piq import PIQBrain
+
 from common.data.contamination import parse_conditions
-from common.training.interpreter import run_interpreter_recipe
+from common.training.classifier import build_brain
+from common.training.interpreter import InterpreterBrain, evaluate_contaminated, prepare_interpreter_run
+
+# The recipe Brain of each registered interpreter; others (AMT) have nothing of their own to run.
+BRAINS = {"piq": PIQBrain, "l2i": L2IBrain, "lmac": LMACBrain}
 
 
 def floats(text):
@@ -32,7 +41,10 @@ def main(argv):
     args, rest = parser.parse_known_args(argv)
     kinds = [k.strip() for k in args.conditions.split(",") if k.strip()]
     conditions = parse_conditions(kinds, args.snrs, args.mix_weights)
-    return run_interpreter_recipe(rest, conditions=conditions, noise_folder=args.noise_folder)
+    hparams, run_opts, datasets = prepare_interpreter_run(rest)
+    brain_class = BRAINS.get(type(hparams["interpreter"]).registry_name, InterpreterBrain)
+    brain = build_brain(brain_class, hparams, run_opts)
+    return evaluate_contaminated(brain, hparams, datasets, conditions, args.noise_folder)
 
 
 if __name__ == "__main__":

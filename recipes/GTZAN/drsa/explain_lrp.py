@@ -5,12 +5,13 @@
 
 Writes test_metrics_summary.md / test_metrics_per_clip.csv and, for the first
 segments, interpretations/<segment>/ (spectrogram | mask figure, original and
-interpretation audio). Wiring only: common/interpreters/lrp.py, common/training/interpreter.py.
+interpretation audio). LRP has no step of its own: its Brain is the evaluation
+Brain (``InterpreterBrain``); the rules are in common/interpreters/lrp.py.
 """
 
 import sys
 
-from common.training.interpreter import run_interpreter_recipe
+from common.training.interpreter import InterpreterBrain, run_interpreter_recipe
 
 if __name__ == "__main__":
-    run_interpreter_recipe(sys.argv[1:])
+    run_interpreter_recipe(sys.argv[1:], brain_class=InterpreterBrain)

@@ -1,19 +1,15 @@
 #!/usr/bin/env python3
 """SHAP explanations of a trained genre classifier: Kernel SHAP on interpretable components,
-GradientShap and DeepLiftShap on the spectrogram.
+GradientShap and DeepLiftShap on the spectrogram. The same script as explain_lime.py.
 
     python explain_shap.py hparams/shap.yaml --data_folder DIR --classifier_source CLASSIFIER_SAVE_DIR
     python explain_shap.py hparams/gradient_shap.yaml --data_folder DIR --classifier_source CLASSIFIER_SAVE_DIR
     python explain_shap.py hparams/deeplift_shap.yaml --data_folder DIR --classifier_source CLASSIFIER_SAVE_DIR
-
-Nothing is trained: the test set is explained and scored with the shared suite;
-the first n_examples segments get wavs and figures under interpretations/.
 """
 
 import sys
 
-from common.training.interpreter import run_interpreter_recipe
-from common.training.posthoc import PosthocInterpreterBrain
+from explain_lime import main
 
 if __name__ == "__main__":
-    run_interpreter_recipe(sys.argv[1:], brain_class=PosthocInterpreterBrain)
+    main(sys.argv[1:])

@@ -4,7 +4,7 @@
     python global_ale.py hparams/ale.yaml --data_folder DIR --classifier_source CLASSIFIER_SAVE_DIR
 
 Writes <output_folder>/ale/: ale.json, ale_curves.csv, ale_importance.{csv,md}
-and one ale_<feature>.png per feature. Wiring only: see common/analysis/global_effects.py.
+and one ale_<feature>.png per feature. Wiring only: see common/analysis/clip_features.py and ale.py.
 """
 
 import sys
@@ -14,7 +14,8 @@ import torch
 from speechbrain.dataio.batch import PaddedBatch
 from torch.utils.data import DataLoader
 
-from common.analysis.global_effects import SpectrogramDomain, ale_for_features, build_clip_features, write_ale_results
+from common.analysis.ale import ale_for_features, write_ale_results
+from common.analysis.clip_features import SpectrogramDomain, build_clip_features
 from common.recipe import setup_experiment
 from common.reports.tables import write_table
 from common.training.interpreter import prepare_explained_classifier

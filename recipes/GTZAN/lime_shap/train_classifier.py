@@ -9,7 +9,9 @@ Validation and test accuracy are per clip (the argmax of the mean of its
 segments' probabilities) and per segment. The save folder has the layout of
 ESC50/classification (CKPT+*/embedding_model.ckpt, classifier.ckpt and
 label_encoder.txt), so explanation recipes load it with ``--classifier_source``.
-Wiring only: the Brain, data preparation and outputs live in ``common``.
+The training step is GTZANBrain's (each segment through the model, scored by the hparams' cost); the
+shared part (clip-level aggregation, statistics, schedules, checkpoints, test outputs) is
+``common/training/segments.py`` on ``common/training/classifier.py``.
 """
 
 import sys
@@ -18,6 +20,24 @@ from common.data.datasets import build_label_encoder, classification_datasets
 from common.recipe import setup_experiment
 from common.training.classifier import BEST_KEY, build_brain, fit_and_evaluate
 from common.training.segments import SegmentClassifierBrain
+
+
+class GTZANBrain(SegmentClassifierBrain):
+    """The segment classifier's training step: one segment is one example, of its song's genre."""
+
+    def compute_forward(self, batch, stage):
+        wavs, _ = self.augmented_wavs(batch, stage)  # the hparams' augmentation (if any), on training batches
+        # log-mel front-end -> CNN (or VGG) -> pooling -> head, inside the model's forward so that DDP syncs the
+        # gradients; the head's scores before the model's logit scale
+        return self.modules.model(wavs, head_scores=True)
+
+    def compute_objectives(self, predictions, batch, stage):
+        """The hparams' compute_cost (the cross-entropy of the scores' log-softmax) to each segment's class;
+        ``record`` also adds, outside training, the segment's probabilities to its clip's mean."""
+        targets = self.class_targets(batch, predictions)
+        loss = self.hparams.compute_cost(predictions.unsqueeze(1), targets.unsqueeze(1))
+        self.record(predictions, targets, batch, stage)
+        return loss
 
 
 def main(argv=None):
@@ -36,7 +56,7 @@ def main(argv=None):
         segment_s=hparams["segment_s"],
         segment_hop_s=hparams["segment_hop_s"],
     )
-    brain = build_brain(SegmentClassifierBrain, hparams, run_opts)
+    brain = build_brain(GTZANBrain, hparams, run_opts)
     fit_and_evaluate(brain, hparams, datasets, max_key=BEST_KEY)
 
 

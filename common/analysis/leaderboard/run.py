@@ -1,0 +1,230 @@
+"""Running a leaderboard: every method explains the same clips, scored by the shared evaluation loop.
+
+Every method is an Interpreter around a classifier; the leaderboard explains
+the same clips with each one and scores the explanations with the shared
+``EvaluationSuite`` through ``common.metrics.evaluation`` (so a number means
+what it means in every recipe's table), times ``explain`` alone (seconds per
+clip) and runs the sanity check (``sanity.py``). The table (``leaderboard.md``
+/ ``.csv``), the per-clip scores (``leaderboard_per_clip.csv``), ``run.json``
+and ``examples/`` (what the HTML report shows) go to the output folder, each
+file written atomically.
+"""
+
+import json
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from common.analysis.leaderboard.classifiers import ClassifierEntry, read_labels
+from common.analysis.leaderboard.clips import load_clips, prepare_data, select_rows
+from common.analysis.leaderboard.config import method_classifier, method_label
+from common.analysis.leaderboard.methods import build_method
+from common.analysis.leaderboard.sanity import sanity_check
+from common.analysis.leaderboard.table import METRIC_COLUMNS, direction_legend, drop_empty_columns, leaderboard_rows
+from common.metrics import EvaluationSuite, per_clip_rows
+from common.metrics.evaluation import evaluate_interpreter
+
+
+@dataclass
+class MethodResult:
+    """What the leaderboard keeps of one method: per-clip scores, timing, sanity, examples for the report."""
+
+    label: str
+    classifier: str
+    per_clip: dict
+    seconds_per_clip: float
+    sanity: dict = None
+    examples: list = field(default_factory=list)  # (clip index, wav tensor, X, mask) for the report
+    accuracy: float = float("nan")
+
+
+def evaluate_method(
+    label,
+    interpreter,
+    classifier,
+    clips,
+    metrics,
+    batch_size=4,
+    n_steps=10,
+    sanity=None,
+    n_examples=0,
+    classifier_name="",
+    progress=True,
+):
+    """Explain ``clips`` with ``interpreter`` and score them; returns a MethodResult.
+
+    ``sanity``: None, or the options of ``sanity_check`` plus ``n_clips`` (the
+    first clips it runs on). Seconds per clip are measured around ``explain``.
+    ``n_examples``: keep the listenable explanation and the mask of the first clips.
+    """
+    from tqdm import tqdm
+
+    def bar(batches):
+        return tqdm(batches, desc=f"{label} ({classifier_name})", disable=not progress)
+
+    suite = EvaluationSuite(metrics, n_steps=n_steps)
+    evaluation = evaluate_interpreter(interpreter, classifier, clips.batches(batch_size), suite, progress=bar)
+    examples = []
+    for batch in evaluation.batches:
+        explanation = batch.explanation
+        target = torch.as_tensor(explanation.target).reshape(-1)
+        for k in range(min(batch.hi, n_examples) - batch.lo):
+            examples.append(
+                {
+                    "index": batch.lo + k,
+                    "wav": batch.interpretation[k].detach(),
+                    "X": batch.X[k].detach(),
+                    "mask": explanation.mask[k],
+                    "target": int(target[k]),
+                }
+            )
+    seconds = evaluation.explain_seconds / max(len(clips), 1)
+    result = MethodResult(label, classifier_name, evaluation.per_clip, seconds, examples=examples)
+    if sanity is not None:
+        options = dict(sanity)
+        n = int(options.pop("n_clips", 8))
+        X = torch.cat([b.X for b in evaluation.batches])[:n]
+        target = torch.cat([torch.as_tensor(b.explanation.target).reshape(-1) for b in evaluation.batches])[:n]
+        saliency = torch.cat([b.explanation.saliency for b in evaluation.batches])[:n]
+        result.sanity = sanity_check(interpreter, classifier, X, target, saliency=saliency, **options)
+    return result
+
+
+def save_examples(result, clips, explained, labels, sample_rate, out, example_meta):
+    """The report's files for ``result``'s examples (the clip's own once, then this method's) under out/examples."""
+    from common.reports.audio import save_wav
+    from common.reports.html import save_mask_overlay, save_spectrogram, slug
+
+    label = result.label
+    for example in result.examples:
+        k = example["index"]
+        clip = clips.ids[k]
+        clip_dir = out / "examples" / clip
+        if clip not in example_meta:
+            save_wav(clip_dir / "original.wav", clips.wavs[k], sample_rate)
+            with torch.no_grad():
+                X = explained.features(clips.wavs[k : k + 1])[0]
+            save_spectrogram(X, clip_dir / "spectrogram.png", title=f"{clip} ({clips.labels[k]})")
+            example_meta[clip] = {
+                "id": clip,
+                "label": clips.labels[k],
+                "original": f"examples/{clip}/original.wav",
+                "spectrogram": f"examples/{clip}/spectrogram.png",
+                "methods": [],
+            }
+        target = labels.get(example["target"], example["target"]) if labels else example["target"]
+        save_wav(clip_dir / f"{slug(label)}.wav", example["wav"], sample_rate)
+        save_mask_overlay(
+            example["X"], example["mask"], clip_dir / f"{slug(label)}.png", title=f"{label}: mask for {target}"
+        )
+        example_meta[clip]["methods"].append(
+            {
+                "label": label,
+                "classifier": result.classifier,
+                "target": str(target),
+                "wav": f"examples/{clip}/{slug(label)}.wav",
+                "png": f"examples/{clip}/{slug(label)}.png",
+            }
+        )
+
+
+def run(config, progress=True):
+    """Run the leaderboard of ``config`` (a checked dict, see ``load_config``); return (rows, output folder)."""
+    from common.io import atomic_write_text
+    from common.reports.html import RUN_FILE, write_html_report
+    from common.reports.tables import write_csv, write_table
+
+    torch.manual_seed(int(config.get("seed", 0)))
+    out = Path(config["output_folder"]).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data = config["data"]
+    data_folder = prepare_data(data)
+    test_folds = data.get("test_folds", [5])
+    train_folds = data.get("train_folds", [f for f in range(1, 6) if f not in test_folds])
+    rows = select_rows(data_folder, test_folds, data.get("n_clips", 20))
+    train_rows = select_rows(data_folder, train_folds, 10**6)
+    metrics = config.get("metrics") or METRIC_COLUMNS
+    sanity_options = {"threshold": 0.5, "n_clips": 8, "seed": 0, **(config.get("sanity") or {})}
+    n_report = int(config.get("n_report_clips", 3))
+
+    entries, loaded = {}, {}
+    for name, entry in config["classifiers"].items():
+        if not any(method_classifier(config, m) == name for m in config["methods"]):
+            continue
+        entries[name] = ClassifierEntry(name, entry, data_folder, out)
+        entries[name].ensure_trained()
+
+    results, example_meta, failures = [], {}, []
+    for method in config["methods"]:
+        label = method_label(method)
+        entry = entries[method_classifier(config, method)]
+        if entry.name not in loaded:
+            classifier, hp = entry.load()
+            loaded[entry.name] = (classifier, hp, read_labels(entry.source))
+        classifier, hp, labels = loaded[entry.name]
+        try:
+            interpreter, explained, method_hp = build_method(method, entry, classifier, out, data_folder, train_rows)
+        except Exception as exc:  # one broken method must not cost the others' results
+            traceback.print_exc()
+            print(f"!! {label} could not be built: {exc}; its row says so", flush=True)
+            failures.append({"method": label, "classifier": entry.display, "sanity": "error", "error": str(exc)[:200]})
+            continue
+        hp_used = method_hp or hp
+        labels_used = getattr(explained, "labels", None) or labels
+        shown = entry.display if explained is classifier or method_hp else f"prototype net on {entry.display}'s encoder"
+        clips = load_clips(data_folder, rows, hp_used["sample_rate"], hp_used["signal_length_s"], explained.front_end)
+        try:
+            result = evaluate_method(
+                label,
+                interpreter,
+                explained,
+                clips,
+                metrics,
+                batch_size=int(config.get("batch_size", 4)),
+                n_steps=int(config.get("curve_steps", 10)),
+                sanity={**sanity_options, **(method.get("sanity") or {})},
+                n_examples=n_report,
+                classifier_name=shown,
+                progress=progress,
+            )
+        except Exception as exc:
+            traceback.print_exc()
+            print(f"!! {label} failed: {exc}; its row says so", flush=True)
+            failures.append({"method": label, "classifier": shown, "sanity": "error", "error": str(exc)[:200]})
+            continue
+        results.append(result)
+        save_examples(result, clips, explained, labels_used, hp_used["sample_rate"], out, example_meta)
+        del interpreter
+
+    table_rows, columns = drop_empty_columns(leaderboard_rows(results, metrics) + failures)
+    text = write_table(table_rows, out / "leaderboard", columns=columns)
+    clip_names = [row["filename"] for row in rows]
+    per_clip = [
+        row
+        for result in results
+        for row in per_clip_rows(result.per_clip, clip_names, method=result.label, classifier=result.classifier)
+    ]
+    write_csv(per_clip, out / "leaderboard_per_clip.csv")
+    caption = (
+        f"{len(rows)} clips of folds {test_folds} of {data_folder.name}; per-clip means. "
+        f"Directions: {direction_legend([m for m in metrics if any(m in r.per_clip for r in results)])}. "
+        f"Sanity: Spearman rank correlation of |saliency| before/after re-initialising the head, then the head and "
+        f"the encoder's last block (mean over {sanity_options['n_clips']} clips); fail above "
+        f"{sanity_options['threshold']}."
+    )
+    run_info = {
+        "title": config.get("title", "Leaderboard"),
+        "caption": caption,
+        "columns": columns,
+        "rows": table_rows,
+        "clips": list(example_meta.values()),
+    }
+    atomic_write_text(out / RUN_FILE, json.dumps(run_info, indent=1, default=str))
+    index = write_html_report(out)
+    print(text)
+    print(caption)
+    print(f"\nLeaderboard: {out / 'leaderboard.md'} (and .csv)")
+    print(f"HTML report: {index}")
+    return table_rows, out
