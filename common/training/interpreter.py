@@ -261,7 +261,8 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
         self.hparams.train_logger.log_stats(
             stats_meta={"checkpoint": ckpt.path.name if ckpt else None}, test_stats=stats
         )
-        method = getattr(self.hparams, "interpreter_name", "interpreter")
+        # the method's label in the tables: its own name where the hparams give one, else the experiment's
+        method = getattr(self.hparams, "interpreter_name", None) or self.hparams.experiment_name
         summary = {"method": method}
         summary.update({DISPLAY_NAMES.get(k, k): stats[k] for k in self.columns if k in stats})
         self.test_summary = summary
