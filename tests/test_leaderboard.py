@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from common.features import Log1pSpectrogram
 from common.interpreters.baselines import InputMagnitude
 from common.interpreters.lrp import LRPInterpreter
 from common.interpreters.posthoc import GradientSaliency
+from common.metrics.uncertainty import shared_ranks
 from common.models import AudioClassifier
 from common.models.genre_cnn import GenreHead, LogMelCNN
 
@@ -211,6 +213,15 @@ def test_debug_leaderboard_table(debug_run):
             assert math.isfinite(value), (row["method"], column)
             assert low is None or value >= low - 1e-6, (row["method"], column, value)
             assert high is None or value <= high + 1e-6, (row["method"], column, value)
+    # Every metric's mean comes with its bootstrap interval; the rank column (localization AUC by default, the
+    # data has ground truth) follows the shared-rank rule on those bounds, the control ranked like any method.
+    for column in (c for c in RANGES if not c.startswith("sanity") and c != "s / clip"):
+        for row in table:
+            lo, mean, hi = (float(row[column + suffix]) for suffix in (" lo", "", " hi"))
+            assert lo <= mean + 1e-9 and mean <= hi + 1e-9, (row["method"], column, lo, mean, hi)
+    bounds = [(float(row["Localization AUC lo"]), float(row["Localization AUC hi"])) for row in table]
+    assert [int(row["rank (Localization AUC)"]) for row in table] == shared_ranks(bounds)
+    assert min(int(row["rank (Localization AUC)"]) for row in table) == 1
     sanity = {row["method"]: row["sanity"] for row in table}
     assert sanity["input magnitude (broken on purpose)"] == "fail"
     assert sanity["saliency"] == "pass"
@@ -218,7 +229,11 @@ def test_debug_leaderboard_table(debug_run):
     assert all("log-mel CNN" in row["classifier"] for row in table)
     assert table[methods.index("prototypes")]["classifier"].startswith("prototype net on log-mel CNN")
     markdown = (folder / "leaderboard.md").read_text().splitlines()
-    assert markdown[0].startswith("| method | classifier | Fid-In")
+    assert markdown[0].startswith("| method | classifier | rank (Localization AUC) | Fid-In |")
+    assert " Fid-In lo " not in markdown[0]  # the markdown shows "mean [lo, hi]" in one cell
+    fid_in = markdown[0].strip("|").split(" | ").index("Fid-In")
+    cells = [line.strip("|").split(" | ")[fid_in].strip() for line in markdown[2:]]
+    assert all(re.fullmatch(r"-?[\d.e-]+ \[-?[\d.e-]+, -?[\d.e-]+\]", cell) for cell in cells), cells
     assert len(markdown) == 2 + len(methods)
     with open(folder / "leaderboard_per_clip.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 6 * len(methods)

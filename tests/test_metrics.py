@@ -9,6 +9,7 @@ import torch
 from common.interpreters.base import Explanation
 from common.metrics import (
     DISPLAY_NAMES,
+    MATCHED_AREA_METRICS,
     EvaluationSuite,
     Metric,
     per_clip_rows,
@@ -73,7 +74,8 @@ class CacheSpy(Metric):
 
 
 def test_every_metric_is_registered_with_a_display_name_and_direction():
-    names = [*FAITHFULNESS, *CURVES, "sps", "comp", *LOCALIZATION, "si_snr"]
+    names = [*FAITHFULNESS, *CURVES, "sps", "comp", *LOCALIZATION, "si_snr", *MATCHED_AREA_METRICS]
+    assert len(MATCHED_AREA_METRICS) == 30 and "fid_in@10" in METRICS and "ag_area_mean" in METRICS
     for name in names:
         metric = METRICS.build(name)
         assert metric.name == name and isinstance(metric.higher_is_better, bool)
@@ -200,6 +202,14 @@ def test_suite_builds_only_the_inputs_its_metrics_need():
     clf = first_bin_classifier(4)
     EvaluationSuite(["fid_in"]).evaluate(clf, torch.rand(5, 2, 2), explanation(torch.rand(5, 2, 2)))
     assert clf.rows == 5  # M X only
+    clf.rows = 0
+    EvaluationSuite(["fid_in@10"]).evaluate(clf, torch.rand(5, 2, 2), explanation(torch.rand(5, 2, 2)))
+    assert clf.rows == 5  # the top-10 % masked-in X only: no X, no method mask, no other area
+    clf.rows = 0
+    EvaluationSuite(["faithfulness_mask_out_area_mean"]).evaluate(
+        clf, torch.rand(5, 2, 2), explanation(torch.rand(5, 2, 2))
+    )
+    assert clf.rows == 5 * (1 + 4)  # X and one masked-out row per area
 
 
 def test_localization_metrics_on_a_designed_saliency():

@@ -21,7 +21,9 @@ from common.registry import METRICS
 #   mask_out : s + (1 - M)(X - s), the explanation removed
 #   deletion : X with the top k / n_steps of bins (by saliency) set to s, k = 0..n_steps
 #   insertion: silence with the top k / n_steps of bins restored from X, k = 0..n_steps
-FORWARD_INPUTS = ("x", "mask_in", "mask_out", "deletion", "insertion")
+#   matched_in / matched_out: the top a of bins by saliency kept / removed, for each area a of
+#            the metric's ``areas`` (``matched_area.py``), cached as "matched_in@10" etc.
+FORWARD_INPUTS = ("x", "mask_in", "mask_out", "deletion", "insertion", "matched_in", "matched_out")
 
 # Data beyond X and the explanation that a metric can require.
 EXTRA_INPUTS = ("ground_truth", "event_wavs", "interpretation_wavs")
@@ -31,8 +33,9 @@ EXTRA_INPUTS = ("ground_truth", "event_wavs", "interpretation_wavs")
 class MetricInputs:
     """Everything a metric computes its per-clip scores from.
 
-    ``logits[key]`` / ``probs[key]``: (B, C) for x, mask_in, mask_out;
-    (n_steps + 1, B, C) for the deletion and insertion curves.
+    ``logits[key]`` / ``probs[key]``: (B, C) for x, mask_in, mask_out and each
+    matched area ("matched_in@10", ...); (n_steps + 1, B, C) for the deletion
+    and insertion curves.
     """
 
     X: torch.Tensor

@@ -2,7 +2,8 @@
 
 The suite builds the classifier inputs the chosen metrics need (X, X with
 only the explanation kept, X with it removed, the deletion and insertion
-curves; removed bins take each clip's ``classifier.silence(X)``), runs ``classifier.logits`` over
+curves, the top-area masks of ``matched_area.py``; removed bins take each clip's
+``classifier.silence(X)``), runs ``classifier.logits`` over
 their concatenation in chunks of ``batch_size`` (in eval mode, without
 gradients), applies one softmax, and lets each metric score the clips from
 these cached probabilities. Rows are built chunk by chunk, so the curves of a
@@ -17,6 +18,7 @@ import torch
 
 from common.features import keep_masked, silence_of
 from common.metrics.base import Metric, MetricInputs, display_name
+from common.metrics.matched_area import matched_key, matched_mask
 from common.models.classifier import as_targets
 from common.models.hooks import eval_mode
 from common.registry import METRICS
@@ -88,6 +90,9 @@ class EvaluationSuite:
         self.n_steps = int(n_steps)
         self.batch_size = int(batch_size)
         self.needs = frozenset().union(*(m.needs for m in self.metrics))
+        # matched-area fractions of every metric that needs matched rows, each built once
+        matched = [m for m in self.metrics if m.needs & {"matched_in", "matched_out"}]
+        self.areas = tuple(sorted({float(a) for m in matched for a in getattr(m, "areas", ())}))
         self.timings = {}
         self.counts = {"logits_calls": 0, "rows": 0}
         self.skipped = []
@@ -118,6 +123,19 @@ class EvaluationSuite:
             blocks.append(_Block("mask_in", B, lambda lo, hi: keep_masked(X[lo:hi], mask[lo:hi], silence[lo:hi])))
         if "mask_out" in self.needs:
             blocks.append(_Block("mask_out", B, lambda lo, hi: keep_masked(X[lo:hi], 1 - mask[lo:hi], silence[lo:hi])))
+        rank = None
+        if self.areas:
+            rank = saliency_rank(saliency)
+            for area in self.areas:
+                for kind, keep in (("matched_in", True), ("matched_out", False)):
+                    if kind in self.needs:
+                        blocks.append(
+                            _Block(
+                                matched_key(kind, area),
+                                B,
+                                lambda lo, hi, a=area, k=keep: self._matched_rows(X, rank, silence, a, k, lo, hi),
+                            )
+                        )
         if not needs_curves:
             return blocks
         # The curves share their ends: deletion step 0 and insertion step n_steps are X,
@@ -127,7 +145,7 @@ class EvaluationSuite:
         n_silent = 1 if bool((silence == silence[:1]).all()) else B
         blocks.append(_Block("silence", n_silent, lambda lo, hi: silence[lo:hi].expand(-1, *X.shape[1:])))
         flat = X.flatten(1)
-        rank = saliency_rank(saliency)
+        rank = saliency_rank(saliency) if rank is None else rank
         counts = removal_counts(flat.shape[1], self.n_steps).to(device=X.device, dtype=torch.int32)
         n_inner = (self.n_steps - 1) * B
 
@@ -143,6 +161,12 @@ class EvaluationSuite:
             if key in self.needs:
                 blocks.append(_Block(key, n_inner, lambda lo, hi, d=key == "deletion": curve_rows(lo, hi, d)))
         return blocks
+
+    @staticmethod
+    def _matched_rows(X, rank, silence, area, keep, lo, hi):
+        """Clips lo..hi-1 with the top ``area`` of their bins kept (``keep``) or removed, the rest silence."""
+        mask = matched_mask(rank[lo:hi], area, X[lo:hi].shape).to(X.dtype)
+        return keep_masked(X[lo:hi], mask if keep else 1 - mask, silence[lo:hi])
 
     def _forward(self, classifier, blocks):
         """Run ``classifier.logits`` over all blocks in chunks; return (N, C) logits."""

@@ -17,6 +17,10 @@ folder) and the methods:
 * an interpreter that ``needs_fit`` (DRSA, the prototype net) with ``fit: {...}``:
   fitted here on training clips (``fit.n_clips`` of them; the other keys, and
   ``kwargs``, go to its ``fit``).
+
+``rank_by`` (a metric name or a list) picks the rank column(s) (default:
+localization AUC when the data has ground truth, else deletion AUC);
+``bootstrap`` (``n_resamples``, ``confidence``, ``seed``) sets the intervals.
 """
 
 from pathlib import Path
@@ -38,6 +42,8 @@ TOP_KEYS = {
     "n_report_clips",
     "sanity",
     "seed",
+    "rank_by",
+    "bootstrap",
 }
 DATA_KEYS = {"folder", "synthetic", "test_folds", "train_folds", "n_clips"}
 CLASSIFIER_KEYS = {"hparams", "recipe", "architecture", "training", "checkpoint", "label"}
@@ -56,6 +62,7 @@ METHOD_KEYS = {
     "sanity",
 }
 SANITY_KEYS = {"threshold", "n_clips", "seed", "cascade"}
+BOOTSTRAP_KEYS = {"n_resamples", "confidence", "seed"}
 
 
 def _fail(path, key, message):
@@ -159,6 +166,15 @@ def check_config(config, path):
             _fail(path, "metrics", f"unknown metric {name!r}; known: {METRICS.names()}")
     for key in set(config.get("sanity") or {}) - SANITY_KEYS:
         _fail(path, f"sanity.{key}", f"unknown key; known: {sorted(SANITY_KEYS)}")
+    # rank_by: the metric(s) of the rank column(s); default localization AUC with ground truth, else deletion AUC
+    rank_by = config.get("rank_by")
+    for name in [rank_by] if isinstance(rank_by, str) else rank_by or []:
+        if name not in METRICS:
+            _fail(path, "rank_by", f"unknown metric {name!r}; known: {METRICS.names()}")
+        if config.get("metrics") and name not in config["metrics"]:
+            _fail(path, "rank_by", f"{name!r} is not one of the leaderboard's metrics")
+    for key in set(config.get("bootstrap") or {}) - BOOTSTRAP_KEYS:
+        _fail(path, f"bootstrap.{key}", f"unknown key; known: {sorted(BOOTSTRAP_KEYS)}")
 
 
 def method_label(method):

@@ -22,7 +22,15 @@ from common.analysis.leaderboard.clips import load_clips, prepare_data, select_r
 from common.analysis.leaderboard.config import method_classifier, method_label
 from common.analysis.leaderboard.methods import build_method
 from common.analysis.leaderboard.sanity import sanity_check
-from common.analysis.leaderboard.table import METRIC_COLUMNS, direction_legend, drop_empty_columns, leaderboard_rows
+from common.analysis.leaderboard.table import (
+    METRIC_COLUMNS,
+    direction_legend,
+    drop_empty_columns,
+    interval_rows,
+    leaderboard_rows,
+    rank_metrics,
+    uncertainty_legend,
+)
 from common.metrics import EvaluationSuite, per_clip_rows
 from common.metrics.evaluation import evaluate_interpreter
 
@@ -133,8 +141,9 @@ def save_examples(result, clips, explained, labels, sample_rate, out, example_me
 def run(config, progress=True):
     """Run the leaderboard of ``config`` (a checked dict, see ``load_config``); return (rows, output folder)."""
     from common.io import atomic_write_text
+    from common.metrics.uncertainty import CONFIDENCE, N_RESAMPLES
     from common.reports.html import RUN_FILE, write_html_report
-    from common.reports.tables import write_csv, write_table
+    from common.reports.tables import markdown_table, write_csv
 
     torch.manual_seed(int(config.get("seed", 0)))
     out = Path(config["output_folder"]).resolve()
@@ -198,8 +207,15 @@ def run(config, progress=True):
         save_examples(result, clips, explained, labels_used, hp_used["sample_rate"], out, example_meta)
         del interpreter
 
-    table_rows, columns = drop_empty_columns(leaderboard_rows(results, metrics) + failures)
-    text = write_table(table_rows, out / "leaderboard", columns=columns)
+    # The CSV keeps each mean's interval bounds as columns; the markdown and the report show "mean [lo, hi]".
+    bootstrap = {"n_resamples": N_RESAMPLES, "confidence": CONFIDENCE, "seed": 0, **(config.get("bootstrap") or {})}
+    table_rows, columns = drop_empty_columns(
+        leaderboard_rows(results, metrics, rank_by=config.get("rank_by"), **bootstrap) + failures
+    )
+    write_csv(table_rows, out / "leaderboard.csv", columns=columns)
+    shown_rows, shown_columns = interval_rows(table_rows, columns)
+    text = markdown_table(shown_rows, shown_columns)
+    atomic_write_text(out / "leaderboard.md", text)
     clip_names = [row["filename"] for row in rows]
     per_clip = [
         row
@@ -212,13 +228,16 @@ def run(config, progress=True):
         f"Directions: {direction_legend([m for m in metrics if any(m in r.per_clip for r in results)])}. "
         f"Sanity: Spearman rank correlation of |saliency| before/after re-initialising the head, then the head and "
         f"the encoder's last block (mean over {sanity_options['n_clips']} clips); fail above "
-        f"{sanity_options['threshold']}."
+        f"{sanity_options['threshold']}. "
+        + uncertainty_legend(
+            rank_metrics(results, metrics, config.get("rank_by")), bootstrap["n_resamples"], bootstrap["confidence"]
+        )
     )
     run_info = {
         "title": config.get("title", "Leaderboard"),
         "caption": caption,
-        "columns": columns,
-        "rows": table_rows,
+        "columns": shown_columns,
+        "rows": shown_rows,
         "clips": list(example_meta.values()),
     }
     atomic_write_text(out / RUN_FILE, json.dumps(run_info, indent=1, default=str))

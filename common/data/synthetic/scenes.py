@@ -1,6 +1,29 @@
-"""Synthetic sound scenes whose ground truth is known.
+"""Synthetic sound scenes whose ground truth is known, in several designs selectable by name.
 
-Each class is a recognisable time-frequency pattern (harmonic stack, chirp,
+``make_synthetic_esc50(out_dir, design=NAME, ...)``; the designs (``SCENE_DESIGNS``):
+
+* ``loud_evidence`` (the default, the original design): described below; the
+  class event is the loudest thing in the scene.
+* ``quiet_evidence``: the class event 10-20 dB (``distractor_db``) below loud
+  distractor events; the distractor layer (background and distractors) of the
+  k-th clip of every class is the same draw, so it carries no label information.
+* ``clever_hans``: quiet_evidence plus a shortcut cue (a short narrow-band
+  tick) in a ``cue_fraction`` of the ``cue_class``'s clips of the ``cue_folds``;
+  ``OUT/shortcut_test/`` (its own ESC-50 layout, fold 5) plants it in clips of
+  the other classes.
+* ``conjunction``: class c is two events together, atoms c and c+1 (mod
+  n_classes): each event also appears without its partner in another class.
+* ``order``: classes 2j and 2j+1 hold the same two events in opposite order.
+
+Every design after the first writes, besides ``event`` (the sum of the class's
+events) and ``mask``: ``part_masks`` (P, time, freq) each event's own
+dominance mask, ``part_ids`` (their patterns in ``CLASS_PATTERNS``),
+``part_onset_s``/``part_offset_s``, ``part_gap_db`` (each event's level below
+the distractors), ``distractor_spans`` ((m, 2) samples); clever_hans adds
+``has_cue``, ``cue`` (its waveform as mixed in) and ``cue_mask`` (its
+time-frequency box on the same grid).
+
+In ``loud_evidence`` each class is a recognisable time-frequency pattern (harmonic stack, chirp,
 click train, amplitude-modulated noise band, ...). A clip places one event of
 its class at a random time over background noise plus distractor events (of
 kinds no class uses) at a chosen SNR. Per clip the ground truth is stored in
@@ -23,6 +46,7 @@ import soundfile as sf
 
 from common.data.synthetic.signals import band_noise, envelope, pink_noise, rms, stft_magnitude, tone
 from common.io import atomic_path, atomic_write_text
+from common.registry import Registry
 
 
 # ------------------------------------------------------------ event shapes
@@ -101,7 +125,16 @@ def dominance_mask(event, rest, n_fft, hop, win, floor_db=-40.0):
 
 
 # ------------------------------------------------------------------ dataset
-def make_synthetic_esc50(
+SCENE_DESIGNS = Registry("scene design")
+
+
+def make_synthetic_esc50(out_dir, design="loud_evidence", **options):
+    """Write scenes of the named design (``SCENE_DESIGNS``) to ``out_dir``; returns the metadata rows."""
+    return SCENE_DESIGNS.get(design)(out_dir, **options)
+
+
+@SCENE_DESIGNS.register("loud_evidence")
+def loud_evidence(
     out_dir,
     n_classes=5,
     clips_per_class=20,
@@ -179,9 +212,339 @@ def make_synthetic_esc50(
                     "take": "A",
                 }
             )
+    _write_metadata(out_dir, rows)
+    return rows
+
+
+def _write_metadata(out_dir, rows):
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(out_dir / "meta" / "esc50.csv", buf.getvalue())
+    atomic_write_text(Path(out_dir) / "meta" / "esc50.csv", buf.getvalue())
+
+
+# ------------------------------------------------- designs whose evidence is not the loudest thing
+def _layer(rng, n, sr, n_distractors, distractor_rms, background_db):
+    """(background + distractors, their spans (m, 2) in samples, their power over those spans).
+
+    Levels are absolute and the layer is never renormalised afterwards: a peak
+    normalisation of the mixture would scale the distractors by the class
+    event's crest factor and so leak the label into their level.
+    """
+    layer = pink_noise(rng, n) * distractor_rms * 10 ** (-background_db / 20)
+    spans = []
+    for _ in range(int(rng.integers(n_distractors[0], n_distractors[1] + 1))):
+        d_len = min(n, int(rng.uniform(0.2, 0.8) * sr))
+        d_start = int(rng.integers(0, n - d_len + 1))
+        d = _distractor(rng, d_len, sr)
+        layer[d_start : d_start + d_len] += d / rms(d) * distractor_rms * rng.uniform(0.7, 1.0)
+        spans.append((d_start, d_start + d_len))
+    return layer, np.array(spans, dtype=np.int64).reshape(-1, 2), _span_power(layer, spans)
+
+
+def _span_power(x, spans):
+    """Mean power of ``x`` over the union of ``spans`` (samples); what "dB below the distractors" refers to."""
+    on = np.zeros(len(x), dtype=bool)
+    for a, b in spans:
+        on[a:b] = True
+    return float(np.mean(x[on] ** 2)) if on.any() else rms(x) ** 2
+
+
+def _event(rng, atom, n, sr, start, length, reference_power, distractor_db):
+    """Pattern ``atom`` placed at ``start``, its power over its span ``distractor_db`` (drawn) below the reference."""
+    _, gen, kwargs = CLASS_PATTERNS[atom]
+    gap_db = float(rng.uniform(*distractor_db))
+    event = np.zeros(n)
+    event[start : start + length] = gen(rng, length, sr, **kwargs)
+    event *= np.sqrt(reference_power / np.mean(event[start : start + length] ** 2)) * 10 ** (-gap_db / 20)
+    return event, gap_db
+
+
+def _length(rng, event_s, sr, n):
+    return min(n, max(1, int(rng.uniform(*event_s) * sr)))
+
+
+def _placed_anywhere(rng, n, sr, event_s):
+    """[(start, length)] of one event at a random time."""
+    length = _length(rng, event_s, sr, n)
+    return [(int(rng.integers(0, n - length + 1)), length)]
+
+
+def _placed_in_order(rng, n, sr, event_s, min_gap_s=0.1):
+    """[(start, length)] x 2, the second starting at least ``min_gap_s`` after the first ends (lengths shrunk to fit)."""
+    gap = int(min_gap_s * sr)
+    lengths = np.array([_length(rng, event_s, sr, n) for _ in range(2)], dtype=float)
+    if lengths.sum() + gap > n:
+        lengths *= (n - gap) / lengths.sum()
+    lengths = lengths.astype(int)
+    before, between = np.sort(rng.uniform(0, n - gap - lengths.sum(), size=2)).astype(int)
+    first = before
+    second = first + lengths[0] + gap + (between - before)
+    return [(int(first), int(lengths[0])), (int(second), int(lengths[1]))]
+
+
+def _tick(rng, n, sr, start, length, f_lo, f_hi):
+    """The shortcut cue: a short Hann-windowed noise band [f_lo, f_hi] Hz, peak 1."""
+    x = np.zeros(n)
+    x[start : start + length] = band_noise(rng, length, sr, f_lo, f_hi) * np.hanning(length)
+    return x
+
+
+def _box_mask(start, end, f_lo, f_hi, n_frames, n_fft, hop, win, sr):
+    """(time, freq) box on the STFT grid: frames whose window overlaps [start, end) samples, bins in [f_lo, f_hi]
+    widened by the window's main lobe (2 bins of the Hamming window of ``win`` samples)."""
+    centres = np.arange(n_frames) * hop
+    frames = (centres + win / 2 > start) & (centres - win / 2 < end)
+    lobe = 2 * sr / win
+    freqs = np.arange(n_fft // 2 + 1) * sr / n_fft
+    bins = (freqs >= f_lo - lobe) & (freqs <= f_hi + lobe)
+    return (frames[:, None] & bins[None, :]).astype(np.uint8)
+
+
+def _write_clip(out_dir, stem, mix, sample_rate, record):
+    with atomic_path(out_dir / "audio" / f"{stem}.wav", suffix=".wav") as tmp:
+        sf.write(tmp, mix.astype(np.float32), sample_rate, subtype="FLOAT", format="WAV")
+    with atomic_path(out_dir / "ground_truth" / f"{stem}.npz", suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **record)
+
+
+def _make_scenes(
+    out_dir,
+    classes,
+    place,
+    n_classes,
+    clips_per_class,
+    duration_s,
+    sample_rate,
+    distractor_db,
+    n_distractors,
+    event_s,
+    seed,
+    n_fft,
+    hop_ms,
+    win_ms,
+    distractor_rms=0.05,
+    background_db=40.0,
+    cue=None,
+    src_base=900000,
+    only_fold=None,
+):
+    """The shared writer of the designs below.
+
+    ``classes``: per class (category name, [pattern index per event]);
+    ``place(rng, n, sr, event_s)``: [(start, length)] per event. The layer of
+    clip k is drawn from ``default_rng([seed, 0, k])`` whatever the class (a
+    matched design: each distractor layer appears once in every class); the
+    events from ``[seed, 1, target, k]``. ``cue``: None or a function
+    ``(target, k, fold) -> bool`` saying whether the clip carries the
+    shortcut tick (then its dict gives ``f_lo``, ``f_hi``, ``db``, ``s``).
+    ``only_fold``: every clip in that fold (the shortcut-test split).
+    """
+    lo, hi = sorted(float(v) for v in distractor_db)
+    n_distractors = (n_distractors, n_distractors) if np.isscalar(n_distractors) else tuple(n_distractors)
+    out_dir = Path(out_dir)
+    for sub in ("audio", "meta", "ground_truth"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    n = int(round(duration_s * sample_rate))
+    hop = int(round(sample_rate * hop_ms / 1000))
+    win = int(round(sample_rate * win_ms / 1000))
+    stream = 0 if only_fold is None else 2  # the shortcut-test split draws scenes of its own
+    rows = []
+    for target in range(n_classes):
+        name, atoms = classes[target]
+        for k in range(clips_per_class):
+            fold = k % 5 + 1 if only_fold is None else only_fold
+            layer, spans, reference = _layer(
+                np.random.default_rng([seed, stream, k]), n, sample_rate, n_distractors, distractor_rms, background_db
+            )
+            rng = np.random.default_rng([seed, stream + 1, target, k])
+            parts, gaps = [], []
+            for atom, (start, length) in zip(atoms, place(rng, n, sample_rate, event_s), strict=True):
+                event, gap = _event(rng, atom, n, sample_rate, start, length, reference, (lo, hi))
+                parts.append((event, start, length))
+                gaps.append(gap)
+            rest = layer.copy()
+            record = {}
+            if cue is not None:
+                cue_rng = np.random.default_rng([seed, stream + 4, k])  # when: label independent
+                c_len = min(n, int(cue["s"] * sample_rate))
+                c_start = int(cue_rng.integers(0, n - c_len + 1))
+                tick = _tick(cue_rng, n, sample_rate, c_start, c_len, cue["f_lo"], cue["f_hi"])
+                tick *= np.sqrt(reference / np.mean(tick[c_start : c_start + c_len] ** 2)) * 10 ** (cue["db"] / 20)
+                has = bool(cue["has"](target, k, fold))
+                tick = tick if has else np.zeros(n)
+                rest = rest + tick
+                n_frames = 1 + n // hop
+                box = _box_mask(
+                    c_start, c_start + c_len, cue["f_lo"], cue["f_hi"], n_frames, n_fft, hop, win, sample_rate
+                )
+                record.update(
+                    has_cue=has,
+                    cue=tick.astype(np.float32),
+                    cue_mask=box * has,
+                    cue_onset_s=c_start / sample_rate,
+                    cue_offset_s=(c_start + c_len) / sample_rate,
+                    cue_band_hz=np.array([cue["f_lo"], cue["f_hi"]]),
+                )
+            event = sum(p[0] for p in parts)
+            mix = rest + event
+            # each event's own mask: where it dominates everything else, the other event included
+            part_masks = np.stack([dominance_mask(p[0], mix - p[0], n_fft, hop, win) for p in parts])
+            src = src_base + target * 1000 + k
+            stem = f"{fold}-{src}-A-{target}"
+            _write_clip(
+                out_dir,
+                stem,
+                mix,
+                sample_rate,
+                {
+                    "event": event.astype(np.float32),
+                    "mask": dominance_mask(event, rest, n_fft, hop, win),
+                    "sample_rate": sample_rate,
+                    "n_fft": n_fft,
+                    "hop": hop,
+                    "win": win,
+                    "onset_s": min(p[1] for p in parts) / sample_rate,
+                    "offset_s": max(p[1] + p[2] for p in parts) / sample_rate,
+                    "part_masks": part_masks,
+                    "part_ids": np.array(atoms, dtype=np.int64),
+                    "part_onset_s": np.array([p[1] for p in parts]) / sample_rate,
+                    "part_offset_s": np.array([p[1] + p[2] for p in parts]) / sample_rate,
+                    "part_gap_db": np.array(gaps),
+                    "distractor_spans": spans,
+                    **record,
+                },
+            )
+            rows.append(
+                {
+                    "filename": f"{stem}.wav",
+                    "fold": fold,
+                    "target": target,
+                    "category": name,
+                    "esc10": "False",
+                    "src_file": src,
+                    "take": "A",
+                }
+            )
+    _write_metadata(out_dir, rows)
     return rows
+
+
+def _check_n_classes(n_classes, lowest=1):
+    if not lowest <= n_classes <= len(CLASS_PATTERNS):
+        raise ValueError(f"n_classes must be in {lowest}..{len(CLASS_PATTERNS)}, got {n_classes}")
+
+
+_SHARED = {
+    "clips_per_class": 20,
+    "duration_s": 5.0,
+    "sample_rate": 16000,
+    "distractor_db": (10.0, 20.0),
+    "n_distractors": (2, 4),
+    "event_s": (0.6, 1.5),
+    "seed": 0,
+    "n_fft": 1024,
+    "hop_ms": 11.6099,
+    "win_ms": 23.2199,
+}
+
+
+def _options(given):
+    unknown = set(given) - set(_SHARED) - {"distractor_rms", "background_db"}
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {sorted(_SHARED)}")
+    return {**_SHARED, **given}
+
+
+@SCENE_DESIGNS.register("quiet_evidence")
+def quiet_evidence(out_dir, n_classes=5, **options):
+    """One class event per clip, ``distractor_db`` (a (low, high) range in dB, drawn per clip) below the
+    distractors' power over their spans; 2-4 distractors (``n_distractors``), the same layer in every class."""
+    _check_n_classes(n_classes)
+    classes = [(CLASS_PATTERNS[c][0], [c]) for c in range(n_classes)]
+    return _make_scenes(out_dir, classes, _placed_anywhere, n_classes, **_options(options))
+
+
+@SCENE_DESIGNS.register("clever_hans")
+def clever_hans(
+    out_dir,
+    n_classes=5,
+    cue_class=0,
+    cue_fraction=0.8,
+    cue_folds=(1, 2, 3, 4),
+    cue_hz=(7000.0, 7400.0),
+    cue_db=-6.0,
+    cue_s=0.05,
+    shortcut_clips_per_class=None,
+    **options,
+):
+    """quiet_evidence plus a shortcut cue: a ``cue_s`` tick in ``cue_hz``, ``cue_db`` relative to the
+    distractors, in ``round(cue_fraction * m)`` of the ``m`` clips of ``cue_class`` in ``cue_folds`` (which
+    ones: a seeded draw) and in no other clip. ``out_dir/shortcut_test`` (an ESC-50 layout of its own, every
+    clip in fold 5, its own scenes) holds ``shortcut_clips_per_class`` (default: a fold's share) clips of
+    every class: those of the other classes with the cue planted, those of ``cue_class`` without it (the control). Ground truth: ``mask`` is the class event's, ``cue_mask`` the
+    tick's box; ``cue`` its waveform, so ``mix - cue`` is the same clip without it."""
+    _check_n_classes(n_classes, 2)
+    if not 0 <= cue_class < n_classes or not 0.0 <= cue_fraction <= 1.0:
+        raise ValueError(f"cue_class must be in 0..{n_classes - 1} and cue_fraction in [0, 1]")
+    opts = _options(options)
+    classes = [(CLASS_PATTERNS[c][0], [c]) for c in range(n_classes)]
+    eligible = [k for k in range(opts["clips_per_class"]) if k % 5 + 1 in set(cue_folds)]
+    chosen = np.random.default_rng([opts["seed"], 5]).permutation(eligible)[: int(round(cue_fraction * len(eligible)))]
+    chosen = {int(k) for k in chosen}
+    cue = {"f_lo": float(cue_hz[0]), "f_hi": float(cue_hz[1]), "db": float(cue_db), "s": float(cue_s)}
+    rows = _make_scenes(
+        out_dir,
+        classes,
+        _placed_anywhere,
+        n_classes,
+        cue={**cue, "has": lambda t, k, f: t == cue_class and k in chosen},
+        **opts,
+    )
+    shortcut = {**opts, "clips_per_class": shortcut_clips_per_class or max(1, opts["clips_per_class"] // 5)}
+    _make_scenes(
+        Path(out_dir) / "shortcut_test",
+        classes,
+        _placed_anywhere,
+        n_classes,
+        cue={**cue, "has": lambda t, k, f: t != cue_class},
+        src_base=950000,
+        only_fold=5,
+        **shortcut,
+    )
+    return rows
+
+
+@SCENE_DESIGNS.register("conjunction")
+def conjunction(out_dir, n_classes=4, **options):
+    """Class c is patterns c and (c + 1) mod n_classes at independent random times: every pattern is in two
+    classes, each time with another partner, so neither event alone decides the class."""
+    _check_n_classes(n_classes, 3)
+    classes = [
+        (f"{CLASS_PATTERNS[c][0]}+{CLASS_PATTERNS[(c + 1) % n_classes][0]}", [c, (c + 1) % n_classes])
+        for c in range(n_classes)
+    ]
+
+    def place(rng, n, sr, event_s):
+        return _placed_anywhere(rng, n, sr, event_s) + _placed_anywhere(rng, n, sr, event_s)
+
+    return _make_scenes(out_dir, classes, place, n_classes, **_options(options))
+
+
+@SCENE_DESIGNS.register("order")
+def order(out_dir, n_classes=4, **options):
+    """Classes 2j and 2j+1 both hold patterns 2j and 2j+1, the first in that order, the second reversed; the
+    two events never overlap. ``part_*`` are in temporal order."""
+    _check_n_classes(n_classes, 2)
+    if n_classes % 2:
+        raise ValueError(f"order needs an even n_classes (pairs of classes), got {n_classes}")
+    classes = []
+    for j in range(n_classes // 2):
+        a, b = 2 * j, 2 * j + 1
+        classes += [
+            (f"{CLASS_PATTERNS[a][0]}>{CLASS_PATTERNS[b][0]}", [a, b]),
+            (f"{CLASS_PATTERNS[b][0]}>{CLASS_PATTERNS[a][0]}", [b, a]),
+        ]
+    return _make_scenes(out_dir, classes, _placed_in_order, n_classes, **_options(options))
