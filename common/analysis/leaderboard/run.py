@@ -138,6 +138,64 @@ def save_examples(result, clips, explained, labels, sample_rate, out, example_me
         )
 
 
+def classifier_evidence(entry, classifier, hp, labels, data_folder, rows, seed=0):
+    """``evidence_check`` of one classifier on the test clips with ground truth; {"skipped": why} without it."""
+    from common.metrics.evidence import evidence_check
+
+    clips = load_clips(data_folder, rows, hp["sample_rate"], hp["signal_length_s"], classifier.front_end)
+    if clips.ground_truth is None:
+        return {"skipped": "no ground truth for the test clips"}
+    if not labels:
+        return {"skipped": "no label encoder next to the classifier"}
+    index = {name: k for k, name in labels.items()}
+    if any(name not in index for name in clips.labels):
+        return {"skipped": "the test clips' classes are not the classifier's"}
+    with torch.no_grad():
+        X = classifier.features(clips.wavs)
+    targets = torch.tensor([index[name] for name in clips.labels])
+    return evidence_check(classifier, X, targets, clips.ground_truth, seed=seed, n_classes=len(labels))
+
+
+def evidence_text(check):
+    if "skipped" in check:
+        return f"skipped ({check['skipped']})"
+    return (
+        f"{check['accuracy']:.2f} / {check['accuracy_gt_silenced']:.2f} / {check['accuracy_other_silenced']:.2f} "
+        f"(chance {check['chance']:.2f}, margin {check['margin']}, {check['n_clips']} clips): "
+        + ("pass" if check["passed"] else f"fail, {check['reason']}")
+    )
+
+
+def flagged_rows(results, evidence, entries, metrics, rank_by, bootstrap):
+    """``leaderboard_rows`` with the methods of a classifier that failed its evidence check ranked apart, their
+    rank cells emptied and flagged; the others are ranked among themselves."""
+    displays = {e.display for n, e in entries.items() if not evidence.get(n, {}).get("passed", True)}
+    failed = [r for r in results if r.classifier in displays]
+    kept = [r for r in results if r.classifier not in displays]
+    rows = {
+        id(r): row
+        for group in (kept, failed)
+        if group
+        for r, row in zip(group, leaderboard_rows(group, metrics, rank_by=rank_by, **bootstrap), strict=True)
+    }
+    out = []
+    for result in results:
+        row = rows[id(result)]
+        verdict = next(
+            (
+                "skipped" if "skipped" in evidence[n] else ("pass" if evidence[n]["passed"] else "fail")
+                for n, e in entries.items()
+                if e.display == result.classifier and n in evidence
+            ),
+            "-",
+        )
+        if verdict == "fail":
+            row.update({k: "" for k in row if k.startswith("rank (")})
+        row["classifier evidence check"] = verdict
+        out.append(row)
+    return out
+
+
 def run(config, progress=True):
     """Run the leaderboard of ``config`` (a checked dict, see ``load_config``); return (rows, output folder)."""
     from common.io import atomic_write_text
@@ -207,10 +265,18 @@ def run(config, progress=True):
         save_examples(result, clips, explained, labels_used, hp_used["sample_rate"], out, example_meta)
         del interpreter
 
+    evidence = {}
+    for name, entry in entries.items():
+        if name not in loaded:
+            classifier, hp = entry.load()
+            loaded[name] = (classifier, hp, read_labels(entry.source))
+        evidence[name] = classifier_evidence(entry, *loaded[name], data_folder, rows, int(config.get("seed", 0)))
+        print(f"evidence check ({entry.display}): {evidence_text(evidence[name])}", flush=True)
+
     # The CSV keeps each mean's interval bounds as columns; the markdown and the report show "mean [lo, hi]".
     bootstrap = {"n_resamples": N_RESAMPLES, "confidence": CONFIDENCE, "seed": 0, **(config.get("bootstrap") or {})}
     table_rows, columns = drop_empty_columns(
-        leaderboard_rows(results, metrics, rank_by=config.get("rank_by"), **bootstrap) + failures
+        flagged_rows(results, evidence, entries, metrics, config.get("rank_by"), bootstrap) + failures
     )
     write_csv(table_rows, out / "leaderboard.csv", columns=columns)
     shown_rows, shown_columns = interval_rows(table_rows, columns)
@@ -232,12 +298,17 @@ def run(config, progress=True):
         + uncertainty_legend(
             rank_metrics(results, metrics, config.get("rank_by")), bootstrap["n_resamples"], bootstrap["confidence"]
         )
+        + " Classifier evidence check (accuracy clean / ground truth silenced / as many of the loudest other bins "
+        "silenced, with the front-end's silence; a failing classifier's rows are not ranked): "
+        + "; ".join(f"{entries[n].display}: {evidence_text(e)}" for n, e in evidence.items())
+        + "."
     )
     run_info = {
         "title": config.get("title", "Leaderboard"),
         "caption": caption,
         "columns": shown_columns,
         "rows": shown_rows,
+        "evidence_check": {entries[n].display: e for n, e in evidence.items()},
         "clips": list(example_meta.values()),
     }
     atomic_write_text(out / RUN_FILE, json.dumps(run_info, indent=1, default=str))

@@ -1,0 +1,91 @@
+"""Is the ground truth the classifier's evidence? An intervention check, per classifier.
+
+A leaderboard scores explanations against the ground truth, which only means
+something if the classifier decides from it. ``evidence_check`` silences the
+ground-truth bins of every clip with the front-end's true silence
+(``keep_masked`` / ``silence_of``, not 0, which is the mean level of a
+z-scored dB front end) and, as the control, an equal number of the loudest
+non-ground-truth bins (the distractors). It passes when the first drops
+accuracy to near chance and the second does not.
+"""
+
+import torch
+
+from common.features import keep_masked, silence_of
+
+# How far above chance the ground-truth-silenced accuracy, and below the clean one the
+# distractor-silenced accuracy, may be (about two binomial standard errors at 32 clips, 4 classes).
+MARGIN = 0.15
+
+
+def _accuracy(classifier, X, labels, batch_size):
+    correct = 0
+    with torch.no_grad():
+        for lo in range(0, X.shape[0], batch_size):
+            logits = classifier.logits(X[lo : lo + batch_size])
+            correct += int((logits.argmax(-1) == labels[lo : lo + batch_size]).sum())
+    return correct / max(X.shape[0], 1)
+
+
+def distractor_masks(X, gt, silence, seed=0):
+    """(N, T, F) bool: per clip, as many non-ground-truth bins as it has ground-truth bins, the loudest ones.
+
+    Loudness is the bin's level above the clip's silence; ties (e.g. bins at
+    silence) are broken by a seeded random order, so the choice is deterministic.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    loud = (X - silence).flatten(1).double()
+    jitter = torch.rand(loud.shape, generator=generator, dtype=torch.float64) * 1e-9
+    loud = torch.where(gt.flatten(1), torch.full_like(loud, -torch.inf), loud + jitter)
+    out = torch.zeros_like(loud, dtype=torch.bool)
+    for k in range(X.shape[0]):
+        n = min(int(gt[k].sum()), int((~gt[k]).sum()))
+        if n:
+            out[k, loud[k].topk(n).indices] = True
+    return out.reshape(X.shape)
+
+
+def evidence_check(classifier, X, labels, gt_masks, seed=0, n_classes=None, margin=MARGIN, batch_size=16):
+    """Accuracy on X, with the ground truth silenced and with as many distractor bins silenced.
+
+    X (N, T, F) features; labels (N,) class indices; gt_masks (N, T, F), a bin
+    is ground truth where its mask is > 0 (any share of the evidence). Returns
+    a dict: ``accuracy``, ``accuracy_gt_silenced``, ``accuracy_other_silenced``,
+    ``chance`` (1 / n_classes, n_classes from the logits when not given),
+    ``margin``, ``gt_fraction`` (mean share of bins silenced), ``passed`` and
+    ``reason``. Passed: clean accuracy >= chance + margin (else nothing can
+    drop), gt-silenced <= chance + margin, other-silenced >= clean - margin.
+    """
+    X = X.detach()
+    labels = torch.as_tensor(labels).reshape(-1).long()
+    gt = torch.as_tensor(gt_masks).to(X.device) > 0
+    with torch.no_grad():
+        silence = silence_of(classifier, X)
+        if n_classes is None:
+            n_classes = classifier.logits(X[:1]).shape[-1]
+        distractors = distractor_masks(X, gt, silence, seed)
+        X_gt = keep_masked(X, (~gt).to(X.dtype), silence)
+        X_other = keep_masked(X, (~distractors).to(X.dtype), silence)
+    clean = _accuracy(classifier, X, labels, batch_size)
+    acc_gt = _accuracy(classifier, X_gt, labels, batch_size)
+    acc_other = _accuracy(classifier, X_other, labels, batch_size)
+    chance = 1.0 / n_classes
+    reasons = []
+    if clean < chance + margin:
+        reasons.append(f"clean accuracy {clean:.2f} is within {margin} of chance {chance:.2f}")
+    if acc_gt > chance + margin:
+        reasons.append(f"silencing the ground truth leaves accuracy {acc_gt:.2f} > chance + {margin}")
+    if acc_other < clean - margin:
+        reasons.append(f"silencing as many distractor bins drops accuracy to {acc_other:.2f} < clean - {margin}")
+    return {
+        "accuracy": clean,
+        "accuracy_gt_silenced": acc_gt,
+        "accuracy_other_silenced": acc_other,
+        "chance": chance,
+        "margin": margin,
+        "gt_fraction": float(gt.double().mean()),
+        "n_clips": int(X.shape[0]),
+        "passed": not reasons,
+        "reason": "; ".join(reasons),
+        "control": "equal number of the loudest non-ground-truth bins per clip (level above silence)",
+    }
