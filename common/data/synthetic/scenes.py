@@ -201,19 +201,22 @@ def loud_evidence(
                         onset_s=start / sample_rate,
                         offset_s=(start + ev_len) / sample_rate,
                     )
-            rows.append(
-                {
-                    "filename": f"{stem}.wav",
-                    "fold": fold,
-                    "target": target,
-                    "category": name,
-                    "esc10": "False",
-                    "src_file": 900000 + target * 1000 + k,
-                    "take": "A",
-                }
-            )
+            rows.append(_metadata_row(stem, fold, target, name, 900000 + target * 1000 + k))
     _write_metadata(out_dir, rows)
     return rows
+
+
+def _metadata_row(stem, fold, target, category, src_file):
+    """One row of the ESC-50 metadata csv for a synthetic clip."""
+    return {
+        "filename": f"{stem}.wav",
+        "fold": fold,
+        "target": target,
+        "category": category,
+        "esc10": "False",
+        "src_file": src_file,
+        "take": "A",
+    }
 
 
 def _write_metadata(out_dir, rows):
@@ -417,17 +420,7 @@ def _make_scenes(
                     **record,
                 },
             )
-            rows.append(
-                {
-                    "filename": f"{stem}.wav",
-                    "fold": fold,
-                    "target": target,
-                    "category": name,
-                    "esc10": "False",
-                    "src_file": src,
-                    "take": "A",
-                }
-            )
+            rows.append(_metadata_row(stem, fold, target, name, src))
     _write_metadata(out_dir, rows)
     return rows
 
