@@ -58,6 +58,8 @@ def build(name):
         "integrated_gradients": {"n_steps": 4},
         "lime": {"n_samples": 8, "components": "time_segments"},
         "kernel_shap": {"n_samples": 8, "components": "time_segments"},
+        "segment_linear": {"n_samples": 16},
+        "segment_forest": {"n_samples": 16, "n_estimators": 10},
         "occlusion": {"window": (8, 8), "stride": (8, 8)},
     }
     return cls(classifier, **small.get(name, {})), X

@@ -7,7 +7,9 @@ others by the baseline; the classifier scores every coalition (batched,
 ``batch_size`` inputs per ``logits`` call, without gradients) and a weighted
 linear model over z gives one weight per component, broadcast back to (T, F).
 The explained output is the target's probability (``output="probability"``,
-as ``lime`` does; sigmoid for multi-label classifiers) or its logit.
+as ``lime`` does; sigmoid for multi-label classifiers), its logit, or its
+log-odds log(p / (1 - p)) (``log_odds``, as Bolaños et al. 2025 explain;
+``segments.py``).
 
 * ``LimeInterpreter`` (Ribeiro, Singh & Guestrin 2016), as ``lime_image``
   does it: ``n_samples`` rows, the first all ones, the others uniform random
@@ -51,7 +53,18 @@ from common.registry import INTERPRETERS
 
 logger = logging.getLogger(__name__)
 
-OUTPUTS = ("probability", "logit")
+OUTPUTS = ("probability", "logit", "log_odds")
+
+
+def target_output(logits, target, output, multilabel=False):
+    """(n,) what is explained of class ``target``: its probability (softmax; sigmoid if ``multilabel``),
+    its logit, or its log-odds log(p / (1 - p)) (the logit itself for a sigmoid output)."""
+    if output == "logit" or (output == "log_odds" and multilabel):
+        return logits[:, target]
+    if output == "log_odds":  # log p - log(1 - p) = z_c - logsumexp(other z), without forming p (p -> 1 is finite)
+        others = torch.cat([logits[:, :target], logits[:, target + 1 :]], dim=1)
+        return logits[:, target] - torch.logsumexp(others, dim=1)
+    return (torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=-1))[:, target]
 
 
 class ComponentInterpreter(PosthocInterpreter):
@@ -69,7 +82,7 @@ class ComponentInterpreter(PosthocInterpreter):
     batch_size : int
         Inputs per ``classifier.logits`` call.
     output : str
-        ``probability`` or ``logit`` of the target.
+        ``probability``, ``logit`` or ``log_odds`` of the target.
     top_k : int
         The mask keeps the ``top_k`` components with the largest positive weights
         (the listenable explanation); 0 or None: the saliency's min-max mask instead.
@@ -108,19 +121,15 @@ class ComponentInterpreter(PosthocInterpreter):
     def score_coalitions(self, x, base, ids, coalitions, target):
         """f(z) for each coalition row of ``coalitions`` (N, K) bool: float64 numpy (N,).
 
-        ``x``/``base`` (T, F) the clip and its baseline, ``ids`` (T, F) component ids.
+        ``x`` (T, F) the clip, ``ids`` (T, F) component ids; ``base`` (T, F) its baseline, or a callable
+        ``base(lo, hi) -> (hi - lo, T, F)`` that gives rows lo..hi fills of their own (a noise draw per row).
         """
         scores = []
         for lo in range(0, coalitions.shape[0], self.batch_size):
             keep = coalitions[lo : lo + self.batch_size][:, ids]  # (n, T, F): is each bin's component kept
-            logits = self.classifier.logits(torch.where(keep, x, base))
-            if self.output == "logit":
-                values = logits
-            elif self.classifier.multilabel:
-                values = torch.sigmoid(logits)
-            else:
-                values = torch.softmax(logits, dim=-1)
-            scores.append(values[:, target])
+            fill = base(lo, lo + len(keep)) if callable(base) else base
+            logits = self.classifier.logits(torch.where(keep, x, fill))
+            scores.append(target_output(logits, target, self.output, self.classifier.multilabel))
         return torch.cat(scores).double().cpu().numpy()
 
     def attribute_with_extras(self, X, target):

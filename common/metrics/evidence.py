@@ -89,3 +89,44 @@ def evidence_check(classifier, X, labels, gt_masks, seed=0, n_classes=None, marg
         "reason": "; ".join(reasons),
         "control": "equal number of the loudest non-ground-truth bins per clip (level above silence)",
     }
+
+
+def cue_reliance(classifier, X_with, X_without, labels, has_cue, cue_class, batch_size=16):
+    """How much the classifier relies on a shortcut cue (clever_hans), from the same clips with and without it.
+
+    X_with / X_without (N, T, F): the clips' features with the cue as mixed in
+    and with its waveform subtracted; labels (N,) class indices; has_cue (N,)
+    bool; cue_class: the index of the class the cue marks in training. Over
+    the clips with a cue (other classes' clips, in the shortcut-test split):
+    ``accuracy_with_cue`` / ``accuracy_without_cue``, ``flip_rate`` (the
+    prediction changes when the cue is added), ``cue_class_rate`` (predicted
+    the cue's class with it) and ``cue_class_rate_without``; ``followed`` (N,)
+    bool: predicted the cue's class with the cue and another class without it.
+    """
+
+    def predict(X):
+        with torch.no_grad():
+            return torch.cat(
+                [classifier.logits(X[lo : lo + batch_size]).argmax(-1) for lo in range(0, len(X), batch_size)]
+            )
+
+    labels = torch.as_tensor(labels).reshape(-1).long()
+    has_cue = torch.as_tensor(has_cue).reshape(-1).bool()
+    with_cue, without = predict(X_with.detach()), predict(X_without.detach())
+    followed = has_cue & (with_cue == cue_class) & (without != cue_class)
+    on = has_cue
+    n = int(on.sum())
+
+    def rate(mask):
+        return float(mask[on].double().mean()) if n else float("nan")
+
+    return {
+        "n_clips_with_cue": n,
+        "accuracy_with_cue": rate(with_cue == labels),
+        "accuracy_without_cue": rate(without == labels),
+        "flip_rate": rate(with_cue != without),
+        "cue_class_rate": rate(with_cue == cue_class),
+        "cue_class_rate_without": rate(without == cue_class),
+        "followed_rate": rate(followed),
+        "followed": followed,
+    }

@@ -78,3 +78,30 @@ class LocalizationAUC(Metric):
             if 0 < labels.sum() < labels.size:
                 scores[i] = roc_auc_score(labels, values)
         return torch.as_tensor(scores, dtype=inputs.X.dtype, device=inputs.X.device)
+
+
+# ---------------------------------------------------------------- per-design analyses (not suite metrics)
+def relevance_shares(saliency, part_masks):
+    """(B, P): the share of each clip's positive relevance on each event's own mask (conjunction, order).
+
+    ``part_masks`` (B, P, T, F). Shares need not sum to 1 (relevance off both
+    events, or on bins both share); a clip with no positive relevance scores 0.
+    """
+    positive = saliency.detach().flatten(1).clamp(min=0).double()
+    total = positive.sum(dim=1, keepdim=True)
+    inside = torch.einsum("bn,bpn->bp", positive, (part_masks.flatten(2) > 0.5).double())
+    return torch.where(total > 0, inside / total.clamp(min=torch.finfo(total.dtype).tiny), torch.zeros_like(inside))
+
+
+def top_region_on(saliency, region):
+    """(B,): whether most of each clip's top region lies on ``region`` (B, T, F), the top region being its
+    most salient bins, as many as the region has (the clever_hans cue: does the explanation's top area
+    equal to the cue's fall on it?); NaN where the region is empty (the clip has no cue)."""
+    flat = saliency.detach().flatten(1).double()
+    inside = region.flatten(1) > 0.5
+    out = torch.full((flat.shape[0],), float("nan"), dtype=torch.float64)
+    for b in range(flat.shape[0]):
+        k = int(inside[b].sum())
+        if k:
+            out[b] = float(inside[b][flat[b].topk(k).indices].double().mean() > 0.5)
+    return out

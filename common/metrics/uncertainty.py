@@ -29,13 +29,31 @@ def _finite(values):
     return values[~np.isnan(values)]  # NaN clips are left out, as ``summarize``'s nanmean does
 
 
+def resample_indices(n, n_resamples=N_RESAMPLES, seed=0):
+    """(n_resamples, n) indices drawn with replacement from range(n): the clips of each bootstrap resample.
+
+    One draw shared by several score arrays over the same clips resamples them jointly
+    (``common.analysis.meta_evaluation``).
+    """
+    return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+
+
+def percentile_bounds(samples, confidence=CONFIDENCE):
+    """(lo, hi): the percentile interval of ``confidence`` of the non-NaN bootstrap ``samples``."""
+    x = _finite(samples)
+    if len(x) == 0:
+        return math.nan, math.nan
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(x, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
 def bootstrap_means(values, n_resamples=N_RESAMPLES, seed=0):
     """The means of ``n_resamples`` resamples (with replacement, of the same size) of the non-NaN ``values``."""
     x = _finite(values)
     if len(x) == 0:
         return np.full(n_resamples, np.nan)
-    rng = np.random.default_rng(seed)
-    return x[rng.integers(0, len(x), size=(n_resamples, len(x)))].mean(axis=1)
+    return x[resample_indices(len(x), n_resamples, seed)].mean(axis=1)
 
 
 def bootstrap_interval(values, n_resamples=N_RESAMPLES, confidence=CONFIDENCE, seed=0):
@@ -47,9 +65,8 @@ def bootstrap_interval(values, n_resamples=N_RESAMPLES, confidence=CONFIDENCE, s
     x = _finite(values)
     if len(x) == 0:
         return math.nan, math.nan, math.nan
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(bootstrap_means(x, n_resamples, seed), [alpha, 1 - alpha])
-    return float(x.mean()), float(lo), float(hi)
+    lo, hi = percentile_bounds(bootstrap_means(x, n_resamples, seed), confidence)
+    return float(x.mean()), lo, hi
 
 
 def shared_ranks(intervals, higher_is_better=True):

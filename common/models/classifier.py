@@ -63,8 +63,19 @@ class AudioClassifier(torch.nn.Module):
     ``map_to_spectrogram``.
     """
 
-    def __init__(self, front_end, embedding_model, classifier, logit_scale=1.0, multilabel=False, silence=None):
+    def __init__(
+        self,
+        front_end,
+        embedding_model,
+        classifier,
+        logit_scale=1.0,
+        multilabel=False,
+        silence=None,
+        feature_augmentation=None,
+    ):
         super().__init__()
+        # training only (forward in train mode): e.g. common.models.augment.SilencePatches
+        self.feature_augmentation = feature_augmentation
         self._silence = None if silence is None else float(silence)
         self.front_end = front_end
         self.embedding_model = embedding_model
@@ -199,6 +210,8 @@ class AudioClassifier(torch.nn.Module):
     def forward(self, wavs, head_scores=False):
         """Waveforms -> logits (or, for training losses that scale themselves, head scores)."""
         X = self.features(wavs)
+        if self.training and self.feature_augmentation is not None:
+            X = self.feature_augmentation(X, self.silence(X))
         return self.head_scores(X) if head_scores else self.logits(X)
 
     def predict_proba(self, X):

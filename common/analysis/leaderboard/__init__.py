@@ -12,12 +12,15 @@ from common.analysis.leaderboard.config import check_config, load_config, method
 from common.analysis.leaderboard.run import MethodResult, evaluate_method, run
 from common.analysis.leaderboard.sanity import (
     default_cascade,
+    full_cascade,
     last_encoder_block,
     randomized_copy,
     rebind,
     reinitialize,
     sanity_check,
+    save_cascade_plot,
     spearman,
+    ssim,
 )
 from common.analysis.leaderboard.table import METRIC_COLUMNS, direction_legend, drop_empty_columns, leaderboard_rows
 
@@ -30,6 +33,7 @@ __all__ = [
     "direction_legend",
     "drop_empty_columns",
     "evaluate_method",
+    "full_cascade",
     "last_encoder_block",
     "leaderboard_rows",
     "load_clips",
@@ -41,6 +45,8 @@ __all__ = [
     "reinitialize",
     "run",
     "sanity_check",
+    "save_cascade_plot",
     "select_rows",
     "spearman",
+    "ssim",
 ]

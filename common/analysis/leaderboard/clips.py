@@ -13,7 +13,11 @@ class Clips:
     """The clips a leaderboard explains, for one classifier's front-end.
 
     wavs (N, samples); ids (N,); labels: true class names; ground_truth (N, T, F)
-    event masks on the classifier's grid and event_wavs (N, samples), or None.
+    event masks on the classifier's grid and event_wavs (N, samples), or None;
+    part_masks (N, P, T, F) each event's own mask (conjunction, order) and
+    cue_masks (N, T, F) the shortcut cue's (clever_hans), its waveforms
+    cue_wavs (N, samples) and the class it marks, cue_class, or None;
+    followed_cue (N,) bool: where the classifier followed the cue (set by the run).
     """
 
     wavs: torch.Tensor
@@ -21,6 +25,11 @@ class Clips:
     labels: list
     ground_truth: torch.Tensor = None
     event_wavs: torch.Tensor = None
+    part_masks: torch.Tensor = None
+    cue_masks: torch.Tensor = None
+    cue_wavs: torch.Tensor = None
+    cue_class: str = None
+    followed_cue: torch.Tensor = None
 
     def __len__(self):
         return len(self.ids)
@@ -71,11 +80,29 @@ def select_rows(folder, folds, n_clips):
 def load_clips(folder, rows, sample_rate, length_s, front_end):
     """The rows' audio as Clips, with their ground truth on ``front_end``'s grid when every clip has one."""
     from common.data.audio import load_audio
-    from common.data.synthetic.ground_truth import load_batch_ground_truth
+    from common.data.synthetic.ground_truth import batch_from_truths, load_truths, stacked
 
     wavs = torch.stack([load_audio(folder / "audio" / r["filename"], sample_rate, length_s) for r in rows])
     ids = [Path(r["filename"]).stem for r in rows]
     with torch.no_grad():
         shape = front_end(wavs[:1]).shape[1:]
-    masks, events = load_batch_ground_truth(folder, ids, front_end, shape, n_samples=wavs.shape[-1])
-    return Clips(wavs=wavs, ids=ids, labels=[r["category"] for r in rows], ground_truth=masks, event_wavs=events)
+    truths = load_truths(folder, ids, front_end, shape)
+    masks, events = batch_from_truths(truths, n_samples=wavs.shape[-1])
+    return Clips(
+        wavs=wavs,
+        ids=ids,
+        labels=[r["category"] for r in rows],
+        ground_truth=masks,
+        event_wavs=events,
+        part_masks=stacked(truths, "part_masks"),
+        cue_masks=stacked(truths, "cue_mask"),
+        cue_wavs=None if stacked(truths, "cue") is None else fit_length(stacked(truths, "cue"), wavs.shape[-1]),
+        cue_class=next((t.cue_class for t in truths or [] if t.cue_class), None),
+    )
+
+
+def fit_length(x, n):
+    """(N, m) -> (N, n): cut or zero-padded at the end."""
+    out = x.new_zeros(x.shape[0], n)
+    out[:, : min(n, x.shape[1])] = x[:, :n]
+    return out

@@ -18,9 +18,14 @@ folder) and the methods:
   fitted here on training clips (``fit.n_clips`` of them; the other keys, and
   ``kwargs``, go to its ``fit``).
 
+``data.explain_folder`` (relative to ``data.folder``, e.g. clever_hans's
+``shortcut_test``): the clips explained come from that ESC-50-layout folder's
+test folds, while the classifiers train on ``data.folder``.
 ``rank_by`` (a metric name or a list) picks the rank column(s) (default:
 localization AUC when the data has ground truth, else deletion AUC);
 ``bootstrap`` (``n_resamples``, ``confidence``, ``seed``) sets the intervals.
+``data_randomization`` on a classifier (true or ``{seed: N}``) also trains it on
+shuffled labels for the sanity check's data randomisation test (``sanity.py``).
 """
 
 from pathlib import Path
@@ -45,8 +50,8 @@ TOP_KEYS = {
     "rank_by",
     "bootstrap",
 }
-DATA_KEYS = {"folder", "synthetic", "test_folds", "train_folds", "n_clips"}
-CLASSIFIER_KEYS = {"hparams", "recipe", "architecture", "training", "checkpoint", "label"}
+DATA_KEYS = {"folder", "synthetic", "test_folds", "train_folds", "n_clips", "explain_folder"}
+CLASSIFIER_KEYS = {"hparams", "recipe", "architecture", "training", "checkpoint", "label", "data_randomization"}
 METHOD_KEYS = {
     "name",
     "label",
@@ -136,6 +141,11 @@ def check_config(config, path):
             _fail(path, f"classifiers.{name}.{key}", f"unknown key; known: {sorted(CLASSIFIER_KEYS)}")
         if not resolve(entry["hparams"]).is_file():
             _fail(path, f"classifiers.{name}.hparams", f"file {entry['hparams']} not found")
+        randomization = entry.get("data_randomization", False)
+        if not isinstance(randomization, bool) and not (
+            isinstance(randomization, dict) and set(randomization) <= {"seed"}
+        ):
+            _fail(path, f"classifiers.{name}.data_randomization", "true, false or {seed: N}")
     methods = config["methods"]
     if not isinstance(methods, list) or not methods:
         _fail(path, "methods", "must be a non-empty list")

@@ -21,7 +21,7 @@ from common.analysis.leaderboard.classifiers import ClassifierEntry, read_labels
 from common.analysis.leaderboard.clips import load_clips, prepare_data, select_rows
 from common.analysis.leaderboard.config import method_classifier, method_label
 from common.analysis.leaderboard.methods import build_method
-from common.analysis.leaderboard.sanity import sanity_check
+from common.analysis.leaderboard.sanity import sanity_check, save_cascade_plot, shuffled_labels_classifier
 from common.analysis.leaderboard.table import (
     METRIC_COLUMNS,
     direction_legend,
@@ -46,6 +46,33 @@ class MethodResult:
     sanity: dict = None
     examples: list = field(default_factory=list)  # (clip index, wav tensor, X, mask) for the report
     accuracy: float = float("nan")
+
+
+# Per-design analyses, scored like metrics (per clip, with intervals): where each of two events'
+# relevance goes (conjunction: the class's two patterns in class order; order: first, then second in
+# time) and whether the top region is the shortcut cue (clever_hans; NaN on clips without it).
+EVENT_SHARES = ("relevance on event 1", "relevance on event 2")
+CUE_COLUMN = "top region on cue (model followed it)"
+DESIGN_COLUMNS = (*EVENT_SHARES, CUE_COLUMN)
+
+
+def design_scores(evaluation, clips):
+    """{column: (N,) per-clip scores} of the design analyses the clips' ground truth allows."""
+    from common.metrics.localization import relevance_shares, top_region_on
+
+    if clips.part_masks is None and clips.cue_masks is None:
+        return {}
+    saliency = torch.cat([b.explanation.saliency for b in evaluation.batches]).detach()
+    scores = {}
+    if clips.part_masks is not None and clips.part_masks.shape[1] == len(EVENT_SHARES):
+        shares = relevance_shares(saliency, clips.part_masks)
+        scores.update({name: shares[:, k] for k, name in enumerate(EVENT_SHARES)})
+    if clips.cue_masks is not None and bool((clips.cue_masks > 0).any()):
+        region = clips.cue_masks
+        if clips.followed_cue is not None:  # only where the model followed the cue is the cue its evidence
+            region = region * clips.followed_cue.to(region.dtype)[:, None, None]
+        scores[CUE_COLUMN] = top_region_on(saliency, region)
+    return scores
 
 
 def evaluate_method(
@@ -89,7 +116,8 @@ def evaluate_method(
                 }
             )
     seconds = evaluation.explain_seconds / max(len(clips), 1)
-    result = MethodResult(label, classifier_name, evaluation.per_clip, seconds, examples=examples)
+    per_clip = {**evaluation.per_clip, **design_scores(evaluation, clips)}
+    result = MethodResult(label, classifier_name, per_clip, seconds, examples=examples)
     if sanity is not None:
         options = dict(sanity)
         n = int(options.pop("n_clips", 8))
@@ -156,6 +184,33 @@ def classifier_evidence(entry, classifier, hp, labels, data_folder, rows, seed=0
     return evidence_check(classifier, X, targets, clips.ground_truth, seed=seed, n_classes=len(labels))
 
 
+def classifier_cue_reliance(classifier, hp, labels, clips):
+    """``cue_reliance`` of a classifier on clips with a shortcut cue (clever_hans), or None without one."""
+    from common.metrics.evidence import cue_reliance
+
+    if clips.cue_wavs is None or not clips.cue_class or not labels:
+        return None
+    index = {name: k for k, name in labels.items()}
+    if clips.cue_class not in index or any(name not in index for name in clips.labels):
+        return None
+    with torch.no_grad():
+        X_with = classifier.features(clips.wavs)
+        X_without = classifier.features(clips.wavs - clips.cue_wavs)
+    has_cue = clips.cue_wavs.abs().amax(dim=-1) > 0
+    targets = torch.tensor([index[name] for name in clips.labels])
+    return cue_reliance(classifier, X_with, X_without, targets, has_cue, index[clips.cue_class])
+
+
+def reliance_text(reliance):
+    return (
+        f"on {reliance['n_clips_with_cue']} clips of other classes with the cue planted: accuracy "
+        f"{reliance['accuracy_with_cue']:.2f} with it / {reliance['accuracy_without_cue']:.2f} without; "
+        f"predicted the cue's class {reliance['cue_class_rate']:.2f} with it / "
+        f"{reliance['cue_class_rate_without']:.2f} without; flip rate {reliance['flip_rate']:.2f}; "
+        f"followed the cue on {reliance['followed_rate']:.2f}"
+    )
+
+
 def evidence_text(check):
     if "skipped" in check:
         return f"skipped ({check['skipped']})"
@@ -164,6 +219,10 @@ def evidence_text(check):
         f"(chance {check['chance']:.2f}, margin {check['margin']}, {check['n_clips']} clips): "
         + ("pass" if check["passed"] else f"fail, {check['reason']}")
     )
+
+
+def scored_design_columns(results):
+    return [name for name in DESIGN_COLUMNS if any(name in r.per_clip for r in results)]
 
 
 def flagged_rows(results, evidence, entries, metrics, rank_by, bootstrap):
@@ -196,6 +255,17 @@ def flagged_rows(results, evidence, entries, metrics, rank_by, bootstrap):
     return out
 
 
+def meta_evaluation(per_clip, table_rows, out, bootstrap):
+    """Write meta_evaluation.md / .csv next to the leaderboard (``common.analysis.meta_evaluation``) when some
+    classifier has ground truth; flagged classifiers are left out (and say so). Returns the markdown, or ""."""
+    from common.analysis.meta_evaluation import FLAGGED, meta_evaluate, write_meta_evaluation
+
+    rows, notes = meta_evaluate(per_clip, table_rows, **bootstrap)
+    if not rows and FLAGGED not in notes.values():  # nothing with ground truth to meta-evaluate
+        return ""
+    return write_meta_evaluation(rows, notes, out, bootstrap["n_resamples"], bootstrap["confidence"])
+
+
 def run(config, progress=True):
     """Run the leaderboard of ``config`` (a checked dict, see ``load_config``); return (rows, output folder)."""
     from common.io import atomic_write_text
@@ -208,22 +278,27 @@ def run(config, progress=True):
     out.mkdir(parents=True, exist_ok=True)
     data = config["data"]
     data_folder = prepare_data(data)
+    # the clips explained (and checked for evidence): the data folder's, or an explain_folder beside its training clips
+    clips_folder = (data_folder / data["explain_folder"]).resolve() if data.get("explain_folder") else data_folder
     test_folds = data.get("test_folds", [5])
     train_folds = data.get("train_folds", [f for f in range(1, 6) if f not in test_folds])
-    rows = select_rows(data_folder, test_folds, data.get("n_clips", 20))
+    rows = select_rows(clips_folder, test_folds, data.get("n_clips", 20))
     train_rows = select_rows(data_folder, train_folds, 10**6)
     metrics = config.get("metrics") or METRIC_COLUMNS
     sanity_options = {"threshold": 0.5, "n_clips": 8, "seed": 0, **(config.get("sanity") or {})}
     n_report = int(config.get("n_report_clips", 3))
 
-    entries, loaded = {}, {}
+    entries, loaded, shuffled = {}, {}, {}
     for name, entry in config["classifiers"].items():
         if not any(method_classifier(config, m) == name for m in config["methods"]):
             continue
         entries[name] = ClassifierEntry(name, entry, data_folder, out)
         entries[name].ensure_trained()
+        if entry.get("data_randomization"):  # the data randomisation test's twin, trained on shuffled labels
+            seed = (entry["data_randomization"] if isinstance(entry["data_randomization"], dict) else {}).get("seed", 0)
+            shuffled[name] = shuffled_labels_classifier(name, entry, data_folder, out, seed=seed)
 
-    results, example_meta, failures = [], {}, []
+    results, example_meta, failures, reliance = [], {}, [], {}
     for method in config["methods"]:
         label = method_label(method)
         entry = entries[method_classifier(config, method)]
@@ -241,7 +316,11 @@ def run(config, progress=True):
         hp_used = method_hp or hp
         labels_used = getattr(explained, "labels", None) or labels
         shown = entry.display if explained is classifier or method_hp else f"prototype net on {entry.display}'s encoder"
-        clips = load_clips(data_folder, rows, hp_used["sample_rate"], hp_used["signal_length_s"], explained.front_end)
+        clips = load_clips(clips_folder, rows, hp_used["sample_rate"], hp_used["signal_length_s"], explained.front_end)
+        if clips.cue_wavs is not None and explained is classifier:
+            if entry.name not in reliance:
+                reliance[entry.name] = classifier_cue_reliance(classifier, hp, labels, clips)
+            clips.followed_cue = (reliance[entry.name] or {}).get("followed")
         try:
             result = evaluate_method(
                 label,
@@ -251,7 +330,7 @@ def run(config, progress=True):
                 metrics,
                 batch_size=int(config.get("batch_size", 4)),
                 n_steps=int(config.get("curve_steps", 10)),
-                sanity={**sanity_options, **(method.get("sanity") or {})},
+                sanity={**sanity_options, **(method.get("sanity") or {}), "shuffled": shuffled.get(entry.name)},
                 n_examples=n_report,
                 classifier_name=shown,
                 progress=progress,
@@ -270,13 +349,18 @@ def run(config, progress=True):
         if name not in loaded:
             classifier, hp = entry.load()
             loaded[name] = (classifier, hp, read_labels(entry.source))
-        evidence[name] = classifier_evidence(entry, *loaded[name], data_folder, rows, int(config.get("seed", 0)))
+        evidence[name] = classifier_evidence(entry, *loaded[name], clips_folder, rows, int(config.get("seed", 0)))
         print(f"evidence check ({entry.display}): {evidence_text(evidence[name])}", flush=True)
+        if reliance.get(name):
+            print(f"cue reliance ({entry.display}): {reliance_text(reliance[name])}", flush=True)
 
     # The CSV keeps each mean's interval bounds as columns; the markdown and the report show "mean [lo, hi]".
     bootstrap = {"n_resamples": N_RESAMPLES, "confidence": CONFIDENCE, "seed": 0, **(config.get("bootstrap") or {})}
     table_rows, columns = drop_empty_columns(
-        flagged_rows(results, evidence, entries, metrics, config.get("rank_by"), bootstrap) + failures
+        flagged_rows(
+            results, evidence, entries, metrics + scored_design_columns(results), config.get("rank_by"), bootstrap
+        )
+        + failures
     )
     write_csv(table_rows, out / "leaderboard.csv", columns=columns)
     shown_rows, shown_columns = interval_rows(table_rows, columns)
@@ -289,12 +373,15 @@ def run(config, progress=True):
         for row in per_clip_rows(result.per_clip, clip_names, method=result.label, classifier=result.classifier)
     ]
     write_csv(per_clip, out / "leaderboard_per_clip.csv")
+    save_cascade_plot(results, out / "sanity_cascade.png")  # Spearman and SSIM per cascade step, per method
+    meta_text = meta_evaluation(per_clip, table_rows, out, bootstrap)
     caption = (
         f"{len(rows)} clips of folds {test_folds} of {data_folder.name}; per-clip means. "
         f"Directions: {direction_legend([m for m in metrics if any(m in r.per_clip for r in results)])}. "
-        f"Sanity: Spearman rank correlation of |saliency| before/after re-initialising the head, then the head and "
-        f"the encoder's last block (mean over {sanity_options['n_clips']} clips); fail above "
-        f"{sanity_options['threshold']}. "
+        f"Sanity: Spearman rank correlation and SSIM of |saliency| before/after re-initialising the classifier's "
+        f"layers cumulatively from the top (the head, then also each encoder block down to the input; 'last step': "
+        f"every layer random; mean over {sanity_options['n_clips']} clips; per step in sanity_cascade.png); fail "
+        f"when the last step's rho is above {sanity_options['threshold']}. "
         + uncertainty_legend(
             rank_metrics(results, metrics, config.get("rank_by")), bootstrap["n_resamples"], bootstrap["confidence"]
         )
@@ -302,6 +389,12 @@ def run(config, progress=True):
         "silenced, with the front-end's silence; a failing classifier's rows are not ranked): "
         + "; ".join(f"{entries[n].display}: {evidence_text(e)}" for n, e in evidence.items())
         + "."
+        + "".join(
+            f" Shortcut cue reliance ({entries[n].display}): {reliance_text(r)}; '{CUE_COLUMN}': the share of"
+            " those clips whose top region (the most salient bins, as many as the cue has) lies mostly on the cue."
+            for n, r in reliance.items()
+            if r
+        )
     )
     run_info = {
         "title": config.get("title", "Leaderboard"),
@@ -309,6 +402,9 @@ def run(config, progress=True):
         "columns": shown_columns,
         "rows": shown_rows,
         "evidence_check": {entries[n].display: e for n, e in evidence.items()},
+        "cue_reliance": {
+            entries[n].display: {k: v for k, v in r.items() if k != "followed"} for n, r in reliance.items() if r
+        },
         "clips": list(example_meta.values()),
     }
     atomic_write_text(out / RUN_FILE, json.dumps(run_info, indent=1, default=str))
@@ -316,5 +412,7 @@ def run(config, progress=True):
     print(text)
     print(caption)
     print(f"\nLeaderboard: {out / 'leaderboard.md'} (and .csv)")
+    if meta_text:
+        print(f"\n{meta_text}\nMeta-evaluation: {out / 'meta_evaluation.md'} (and .csv)")
     print(f"HTML report: {index}")
     return table_rows, out

@@ -68,6 +68,14 @@ def leaderboard_rows(
         if result.sanity is not None:
             for name, value in zip(cascade_names, result.sanity["steps"], strict=False):
                 row[f"sanity rho ({name})"] = value
+            # the verdict's step: the end of the cascade (every layer re-initialised, with full_cascade)
+            row["sanity rho (last step)"] = result.sanity["steps"][-1]
+            if "ssim_steps" in result.sanity:
+                row["sanity SSIM (last step)"] = result.sanity["ssim_steps"][-1]
+            shuffled = result.sanity.get("data_randomization") or {}
+            if "spearman" in shuffled:  # Adebayo et al.'s data randomisation test (the classifier's shuffled twin)
+                row["sanity rho (shuffled labels)"] = shuffled["spearman"]
+                row["sanity SSIM (shuffled labels)"] = shuffled["ssim"]
             row["sanity"] = "pass" if result.sanity["passed"] else "fail"
         else:
             row["sanity"] = "-"
@@ -116,7 +124,7 @@ def direction_legend(metrics):
     """'Fid-In (higher is better), ...' for the table's caption."""
     return (
         ", ".join(f"{display_name(m)} {'higher' if HIGHER_IS_BETTER.get(m, True) else 'lower'}" for m in metrics)
-        + "; sanity rho lower (must drop when the classifier's top layers are randomised)"
+        + "; sanity rho and SSIM lower (must drop when the classifier's layers are randomised)"
     )
 
 

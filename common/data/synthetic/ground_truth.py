@@ -30,10 +30,18 @@ logger = logging.getLogger(__name__)
 @dataclass
 class GroundTruth:
     """A clip's ground truth on the classifier's grid: ``mask`` (T, F) float, 1 on the class's evidence;
-    ``event`` (samples,) the class event's waveform as mixed in, where the design keeps it (scenes)."""
+    ``event`` (samples,) the class event's waveform as mixed in, where the design keeps it (scenes), on
+    the scale of the peak-normalised clip the classifiers load (so that clip - event is the rest);
+    ``part_masks`` (P, T, F) each event's own mask where the design has several (conjunction, order);
+    ``cue_mask`` (T, F) the shortcut cue's bins where the clip has one (clever_hans; all 0 without it),
+    ``cue`` (samples,) its waveform as mixed in (0 without it) and ``cue_class`` the class it marks in training."""
 
     mask: torch.Tensor
     event: torch.Tensor = None
+    part_masks: torch.Tensor = None
+    cue_mask: torch.Tensor = None
+    cue: torch.Tensor = None
+    cue_class: str = None
 
 
 def read_ground_truth(data_folder, clip_id):
@@ -83,6 +91,8 @@ def load_ground_truth(data_folder, clip_id, front_end, shape, start_s=0.0):
         masks = component_masks(record, front_end, shape[0], start_s=start_s)
         own = [masks[c["name"]] for c in record["components"] if c["discriminative"]]  # a concept class: three
         return GroundTruth(torch.stack(own).any(dim=0).float())
+    if not start_s and "mask_rule" in record and callable(getattr(front_end, "to_db", None)):
+        return _scene_truth_on_grid(data_folder, clip_id, record, front_end, shape)
     mask = None if start_s else mask_on_grid(torch.from_numpy(record["mask"]).float(), front_end, shape)
     if mask is None:  # a scene's mask is of the whole clip on one STFT grid
         logger.warning(
@@ -96,6 +106,65 @@ def load_ground_truth(data_folder, clip_id, front_end, shape, start_s=0.0):
     return GroundTruth(mask, torch.from_numpy(record["event"]).float())
 
 
+def evidence_on_grid(front_end, source, rest, ratio_db, floor_db):
+    """(T, F) bool: bins of ``front_end``'s grid where ``source`` is above ``rest`` + ratio_db dB and within
+    floor_db dB of its own peak (a scene's ``mask_rule``); source and rest are (samples,) waveforms."""
+    with torch.no_grad():
+        s_db, r_db = front_end.to_db(front_end(torch.stack([source, rest]).float()))
+    return (s_db > r_db + ratio_db) & (s_db > s_db.max() + floor_db)
+
+
+def _scene_truth_on_grid(data_folder, clip_id, record, front_end, shape):
+    """A scene's GroundTruth with its masks computed on the classifier's own grid by the design's rule:
+    a mel band is evidence where the event dominates in that band, not where most of its STFT bins do
+    (a tone fills one bin of a wide high band)."""
+    import soundfile as sf
+
+    path = Path(data_folder) / "audio" / f"{clip_id}.wav"
+    mix = torch.from_numpy(np.asarray(sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1)))
+    event = torch.from_numpy(record["event"]).float()
+    n = min(len(mix), len(event))
+    mix, event = mix[:n], event[:n]
+    scale = 1.0 / float(mix.abs().max()) if mix.abs().max() > 0 else 1.0  # what load_audio's peak norm does
+    mix, event = mix * scale, event * scale
+    ratio_db, floor_db = (float(v) for v in record["mask_rule"])
+    mask = evidence_on_grid(front_end, event, mix - event, ratio_db, floor_db).float()
+    if tuple(mask.shape) != tuple(shape):
+        logger.warning(
+            "Ground truth of %s computes to %s, not the classifier's %s: skipped", clip_id, mask.shape, shape
+        )
+        return None
+    parts = None
+    if "parts" in record:
+        waves = torch.from_numpy(record["parts"]).float()[:, :n] * scale
+        parts = torch.stack([evidence_on_grid(front_end, w, mix - w, ratio_db, floor_db) for w in waves]).float()
+    truth = GroundTruth(mask, event, parts)
+    if "cue" in record:
+        tick = torch.from_numpy(record["cue"]).float()[:n] * scale
+        on = evidence_on_grid(front_end, tick, mix - tick, ratio_db, floor_db).float() * float(tick.abs().max() > 0)
+        truth.cue_mask, truth.cue = on, tick
+        truth.cue_class = str(record["cue_class"]) if "cue_class" in record else None
+    return truth
+
+
+def load_truths(data_folder, clip_ids, front_end, shape, starts=None):
+    """Every clip's GroundTruth on the grid, or None unless every clip has one."""
+    starts = [0.0] * len(clip_ids) if starts is None else [float(s) for s in starts]
+    truths = []
+    for clip, start in zip(clip_ids, starts, strict=True):
+        truth = load_ground_truth(data_folder, clip, front_end, shape, start)
+        if truth is None:
+            return None
+        truths.append(truth)
+    return truths
+
+
+def stacked(truths, field):
+    """torch.stack of one field of every GroundTruth, or None unless every clip has it."""
+    values = [getattr(t, field) for t in truths or []]
+    return torch.stack(values) if values and all(v is not None for v in values) else None
+
+
 def load_batch_ground_truth(data_folder, clip_ids, front_end, shape, starts=None, n_samples=None):
     """(masks (N, T, F), event waveforms (N, samples) or None) of the clips, or (None, None) unless every
     clip has ground truth on the grid (localization needs all of them).
@@ -103,13 +172,13 @@ def load_batch_ground_truth(data_folder, clip_ids, front_end, shape, starts=None
     ``starts``: each clip's segment start (s); ``n_samples``: the events are
     cut or zero-padded to this length (else they keep the stored one).
     """
-    starts = [0.0] * len(clip_ids) if starts is None else [float(s) for s in starts]
-    truths = []
-    for clip, start in zip(clip_ids, starts, strict=True):
-        truth = load_ground_truth(data_folder, clip, front_end, shape, start)
-        if truth is None:
-            return None, None
-        truths.append(truth)
+    return batch_from_truths(load_truths(data_folder, clip_ids, front_end, shape, starts), n_samples)
+
+
+def batch_from_truths(truths, n_samples=None):
+    """(masks (N, T, F), event waveforms (N, samples) or None) of ``load_truths``' list; (None, None) for None."""
+    if truths is None:
+        return None, None
     masks = torch.stack([t.mask for t in truths])
     if any(t.event is None for t in truths):
         return masks, None
