@@ -175,3 +175,47 @@ def test_clever_hans_clips_carry_the_cue_class_and_waveform(tmp_path, front_end)
         X_without = front_end(clips.wavs - clips.cue_wavs)
     on = clips.cue_masks > 0.5
     assert float((X - X_without)[on].mean()) > 0.5
+
+
+class _Stub(BandVoter):
+    """BandVoter on 'waveforms' that are its (6, 5) feature maps, flattened."""
+
+    def features(self, wavs):
+        return wavs.reshape(wavs.shape[0], 6, 5)
+
+
+def test_the_leaderboard_scores_the_cue_only_where_the_model_followed_it():
+    from types import SimpleNamespace
+
+    from common.analysis.leaderboard.clips import Clips
+    from common.analysis.leaderboard.run import CUE_COLUMN, EVENT_SHARES, classifier_cue_reliance, design_scores
+
+    labels = ["b", "c", "a", "b"]  # class index: a 0 (the cue's), b 1, c 2
+    X = torch.zeros(4, 6, 5)
+    for k, name in enumerate(labels):
+        X[k, :, "abc".index(name)] = 1.0
+    cue = torch.zeros(4, 6, 5)
+    cue[[0, 1, 2], 2, 4] = 1.0  # clips 0-2 carry the cue (clip 2 is of its class: no flip); clip 3 does not
+    clips = Clips(
+        wavs=(X + cue).flatten(1),
+        ids=["0", "1", "2", "3"],
+        labels=labels,
+        ground_truth=(X > 0).float(),
+        cue_masks=cue,
+        cue_wavs=cue.flatten(1),
+        cue_class="a",
+    )
+    reliance = classifier_cue_reliance(_Stub(), {}, {0: "a", 1: "b", 2: "c"}, clips)
+    assert reliance["followed"].tolist() == [True, True, False, False]
+    clips.followed_cue = reliance["followed"]
+    saliency = torch.zeros(4, 6, 5)
+    saliency[0, 2, 4] = 1.0  # on the cue
+    saliency[1, 0, 2] = 1.0  # on the event (class c: band 2), not the cue
+    evaluation = SimpleNamespace(batches=[SimpleNamespace(explanation=SimpleNamespace(saliency=saliency))])
+    scores = design_scores(evaluation, clips)
+    assert set(scores) == {CUE_COLUMN}  # no part masks: no per-event shares
+    assert scores[CUE_COLUMN][:2].tolist() == [1.0, 0.0] and torch.isnan(scores[CUE_COLUMN][2:]).all()
+    clips.part_masks = torch.stack([(X > 0).float(), cue], dim=1)
+    shares = design_scores(evaluation, clips)
+    assert shares[EVENT_SHARES[0]].tolist() == [0.0, 1.0, 0.0, 0.0]
+    assert shares[EVENT_SHARES[1]].tolist() == [1.0, 0.0, 0.0, 0.0]

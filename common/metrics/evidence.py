@@ -7,6 +7,12 @@ ground-truth bins of every clip with the front-end's true silence
 z-scored dB front end) and, as the control, an equal number of the loudest
 non-ground-truth bins (the distractors). It passes when the first drops
 accuracy to near chance and the second does not.
+
+Both interventions punch holes; a classifier that never saw any in training
+is thrown by them, or reads the silenced event's outline, and fails for that
+reason (docs/leaderboards.md): the leaderboards' classifiers are trained with
+``common.models.augment.SilencePatches``. ``cue_reliance`` measures how much a
+classifier follows a planted shortcut cue (clever_hans).
 """
 
 import torch
