@@ -219,3 +219,27 @@ def test_the_leaderboard_scores_the_cue_only_where_the_model_followed_it():
     shares = design_scores(evaluation, clips)
     assert shares[EVENT_SHARES[0]].tolist() == [0.0, 1.0, 0.0, 0.0]
     assert shares[EVENT_SHARES[1]].tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_clever_hans_decoys_sound_another_class_event_in_the_asked_share_of_cue_clips(tmp_path):
+    import numpy as np
+
+    from common.data.esc50 import read_metadata
+
+    make_synthetic_esc50(tmp_path, design="clever_hans", cue_fraction=1.0, decoy_fraction=0.5, **TINY)
+    records = [
+        (r, read_ground_truth(tmp_path, r["filename"][:-4])) for r in read_metadata(tmp_path / "meta" / "esc50.csv")
+    ]
+    with_cue = [(r, g) for r, g in records if bool(g["has_cue"])]
+    decoys = [(r, g) for r, g in with_cue if bool(g["decoy"])]
+    assert len(with_cue) == 8 and {r["target"] for r, _ in with_cue} == {0}  # class 0, folds 1-4 (10 per class)
+    assert len(decoys) == 4 and not any(bool(g["decoy"]) for r, g in records if not bool(g["has_cue"]))
+    # a decoy sounds another class's pattern: its event is not class 0's (harmonic_low) but one of the others'
+    assert all(int(g["part_ids"][0]) != 0 for _, g in decoys)
+    assert {int(g["part_ids"][0]) for _, g in decoys} == {1, 2, 3}  # drawn in turn
+    assert all(int(g["part_ids"][0]) == 0 for _, g in with_cue if not bool(g["decoy"]))
+    assert all(np.abs(g["event"]).any() for _, g in records)
+    # the shortcut test has no decoys
+    folder = tmp_path / "shortcut_test"
+    for r in read_metadata(folder / "meta" / "esc50.csv"):
+        assert not bool(read_ground_truth(folder, r["filename"][:-4])["decoy"])
