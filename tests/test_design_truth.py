@@ -243,3 +243,32 @@ def test_clever_hans_decoys_sound_another_class_event_in_the_asked_share_of_cue_
     folder = tmp_path / "shortcut_test"
     for r in read_metadata(folder / "meta" / "esc50.csv"):
         assert not bool(read_ground_truth(folder, r["filename"][:-4])["decoy"])
+
+
+def test_the_classifier_applies_its_feature_augmentation_in_training_only(front_end):
+    from common.models import AudioClassifier
+
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, X):
+            seen.append(X.detach().clone())
+            return X.mean(dim=1)  # (B, F) as an embedding
+
+    head = torch.nn.Linear(64, 3)
+    model = AudioClassifier(front_end, Spy(), head, feature_augmentation=SilencePatches(max_patches=3, p=1.0))
+    wavs = torch.randn(2, 16000) * 0.1
+    model.train()(wavs)
+    model.eval()(wavs)
+    clean = front_end(wavs)
+    assert (seen[0] == 0).any() and not torch.equal(seen[0], clean)  # log1p's silence is 0
+    assert torch.equal(seen[1], clean)
+    # the recipe's default leaves it off
+    from common.recipe import load_hparams, resolve
+
+    hparams = load_hparams(
+        resolve("recipes/ESC50/classification/hparams/logmel_cnn.yaml"),
+        {"data_folder": "/nonexistent", "output_folder": "/tmp/unused_logmel"},
+    )
+    augmentation = hparams["model"].feature_augmentation
+    assert augmentation.max_patches == augmentation.max_strokes == 0 and augmentation.max_loudest == 0.0
