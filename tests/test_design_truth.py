@@ -272,3 +272,61 @@ def test_the_classifier_applies_its_feature_augmentation_in_training_only(front_
     )
     augmentation = hparams["model"].feature_augmentation
     assert augmentation.max_patches == augmentation.max_strokes == 0 and augmentation.max_loudest == 0.0
+
+
+def test_matched_area_curves_plot_each_family_per_method(tmp_path):
+    from types import SimpleNamespace
+
+    from common.analysis.leaderboard.curves import area_curves, save_area_curves
+
+    def result(label, offset):
+        per_clip = {
+            f"fid_in@{a}": torch.tensor([offset + k / 10, offset + k / 10 + 0.2]) for k, a in enumerate((5, 10, 20, 50))
+        }
+        per_clip["ad@5"] = torch.tensor([1.0])  # one area only: no curve for that family
+        return SimpleNamespace(label=label, classifier="cnn", per_clip=per_clip)
+
+    results = [result("a", 0.0), result("b", 0.5), SimpleNamespace(label="c", classifier="cnn", per_clip={})]
+    curves = area_curves(results)
+    assert set(curves) == {"fid_in"}
+    assert curves["fid_in"][("cnn", "a")] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert curves["fid_in"][("cnn", "b")] == pytest.approx([0.6, 0.7, 0.8, 0.9])
+    path = tmp_path / "curves.png"
+    assert save_area_curves(results, path) == curves and path.stat().st_size > 1000
+    assert save_area_curves(results[2:], tmp_path / "none.png") == {} and not (tmp_path / "none.png").exists()
+
+
+def test_top_region_gives_a_time_only_map_no_credit_from_the_bins_order_and_nan_maps_score_nan():
+    cue = torch.zeros(1, 20, 16)
+    cue[0, 5:8, 0:2] = 1  # 6 bins in the lowest bands: an index-order tie-break would pick exactly them
+    time_only = torch.zeros(1, 20, 16)
+    time_only[0, 5:8, :] = 1.0  # the cue's frames, every band
+    assert top_region_on(time_only, cue).tolist() == [0.0]
+    sharp = time_only.clone()
+    sharp[0, 5:8, 0:2] = 2.0
+    assert top_region_on(sharp, cue).tolist() == [1.0]
+    broken = sharp.clone()
+    broken[0, 0, 0] = float("nan")
+    assert torch.isnan(top_region_on(broken, cue)).all()
+    assert torch.isnan(relevance_shares(broken, cue[:, None])).all()
+
+
+def test_feature_augmentation_needs_a_declared_silence():
+    from common.errors import ToolkitError
+    from common.models import AudioClassifier
+
+    class Mean(torch.nn.Module):
+        def forward(self, X):
+            return X.mean(dim=1)
+
+    model = AudioClassifier(torch.nn.Identity(), Mean(), torch.nn.Linear(8, 2), feature_augmentation=SilencePatches(2))
+    with pytest.raises(ToolkitError, match="silence"):
+        model.train()(torch.rand(2, 10, 8))
+    # off (the hparams' default): nothing is asked of the silence
+    quiet = AudioClassifier(torch.nn.Identity(), Mean(), torch.nn.Linear(8, 2), feature_augmentation=SilencePatches(0))
+    assert quiet.train()(torch.rand(2, 10, 8)).shape == (2, 2)
+    # declared: it fills with that value
+    declared = AudioClassifier(
+        torch.nn.Identity(), Mean(), torch.nn.Linear(8, 2), silence=-1.0, feature_augmentation=SilencePatches(2, p=1.0)
+    )
+    assert declared.train()(torch.rand(2, 10, 8)).shape == (2, 2)

@@ -15,10 +15,20 @@ from common.data.synthetic.scenes import SCENE_DESIGNS, make_synthetic_esc50
 # options only some designs take: given to the design only when set on the command line
 _DESIGN_OPTIONS = {
     "loud_evidence": {"snr_db"},
-    "quiet_evidence": {"distractor_db"},
-    "clever_hans": {"distractor_db", "cue_class", "cue_fraction", "cue_folds", "cue_db"},
-    "conjunction": {"distractor_db"},
-    "order": {"distractor_db"},
+    "quiet_evidence": {"distractor_db", "distractors_per_s"},
+    "clever_hans": {
+        "distractor_db",
+        "distractors_per_s",
+        "cue_class",
+        "cue_fraction",
+        "cue_folds",
+        "cue_db",
+        "cue_s",
+        "cue_hz",
+        "decoy_fraction",
+    },
+    "conjunction": {"distractor_db", "distractors_per_s"},
+    "order": {"distractor_db", "distractors_per_s"},
 }
 
 
@@ -38,6 +48,12 @@ def main(argv=None):
     ap.add_argument("--cue_fraction", type=float, help="clever_hans: share of its clips in cue_folds with the cue")
     ap.add_argument("--cue_folds", type=int, nargs="+", help="clever_hans: folds with the cue (default 1 2 3 4)")
     ap.add_argument("--cue_db", type=float, help="clever_hans: the cue's power relative to the distractors")
+    ap.add_argument("--cue_s", type=float, help="clever_hans: the cue's length (default 0.05 s)")
+    ap.add_argument("--cue_hz", type=float, nargs=2, metavar=("LOW", "HIGH"), help="clever_hans: the cue's band")
+    ap.add_argument("--decoy_fraction", type=float, help="clever_hans: share of cued clips sounding another class")
+    ap.add_argument(
+        "--distractors_per_s", type=float, nargs=2, metavar=("LOW", "HIGH"), help="distractors per second (3 5)"
+    )
     args = ap.parse_args(argv)
     per_design = set().union(*_DESIGN_OPTIONS.values())
     given = {k: v for k, v in vars(args).items() if k not in ("out_dir", "design") and v is not None}

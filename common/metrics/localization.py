@@ -87,21 +87,31 @@ def relevance_shares(saliency, part_masks):
     ``part_masks`` (B, P, T, F). Shares need not sum to 1 (relevance off both
     events, or on bins both share); a clip with no positive relevance scores 0.
     """
-    positive = saliency.detach().flatten(1).clamp(min=0).double()
+    flat = saliency.detach().flatten(1).double()
+    positive = torch.nan_to_num(flat, nan=0.0).clamp(min=0)
     total = positive.sum(dim=1, keepdim=True)
     inside = torch.einsum("bn,bpn->bp", positive, (part_masks.flatten(2) > 0.5).double())
-    return torch.where(total > 0, inside / total.clamp(min=torch.finfo(total.dtype).tiny), torch.zeros_like(inside))
+    shares = torch.where(total > 0, inside / total.clamp(min=torch.finfo(total.dtype).tiny), torch.zeros_like(inside))
+    broken = ~torch.isfinite(flat).all(dim=1, keepdim=True)  # a map with NaN/Inf is no evidence of "no relevance"
+    return torch.where(broken, torch.full_like(shares, float("nan")), shares)
 
 
 def top_region_on(saliency, region):
     """(B,): whether most of each clip's top region lies on ``region`` (B, T, F), the top region being its
     most salient bins, as many as the region has (the clever_hans cue: does the explanation's top area
-    equal to the cue's fall on it?); NaN where the region is empty (the clip has no cue)."""
+    equal to the cue's fall on it?). Bins tied at the k-th value share the remaining places fractionally, so
+    a map constant over frequency (a time-only explanation) gets no credit from the bins' order. NaN where
+    the region is empty (the clip has no cue) or the map is not finite."""
     flat = saliency.detach().flatten(1).double()
     inside = region.flatten(1) > 0.5
     out = torch.full((flat.shape[0],), float("nan"), dtype=torch.float64)
     for b in range(flat.shape[0]):
         k = int(inside[b].sum())
-        if k:
-            out[b] = float(inside[b][flat[b].topk(k).indices].double().mean() > 0.5)
+        if not k or not bool(torch.isfinite(flat[b]).all()):
+            continue
+        kth = flat[b].topk(k).values[-1]
+        above, tied = flat[b] > kth, flat[b] == kth
+        places = k - int(above.sum())  # left for the tied bins, shared in proportion
+        on = float((above & inside[b]).sum()) + places * float((tied & inside[b]).sum()) / float(tied.sum())
+        out[b] = float(on / k > 0.5)
     return out

@@ -35,8 +35,13 @@ class SilencePatches(torch.nn.Module):
         self.bins = tuple(int(v) for v in bins)
         self.p = float(p)
 
+    @property
+    def active(self):
+        """Whether it changes anything in training (the classifier skips computing the silence otherwise)."""
+        return self.max_patches > 0 or self.max_loudest > 0 or self.max_strokes > 0
+
     def forward(self, X, silence):
-        if not self.training or (self.max_patches <= 0 and self.max_loudest <= 0 and self.max_strokes <= 0):
+        if not self.training or not self.active:
             return X
         B, T, F = X.shape
         keep = torch.ones_like(X)

@@ -10,7 +10,7 @@ checkpoints published for SpeechBrain's ESC-50 recipes load into them.
 import torch
 import torch.nn.functional as F
 
-from common.errors import DataError
+from common.errors import DataError, ToolkitError
 from common.features import FrontEnd
 from common.models.hooks import capture_outputs
 
@@ -210,8 +210,15 @@ class AudioClassifier(torch.nn.Module):
     def forward(self, wavs, head_scores=False):
         """Waveforms -> logits (or, for training losses that scale themselves, head scores)."""
         X = self.features(wavs)
-        if self.training and self.feature_augmentation is not None:
-            X = self.feature_augmentation(X, self.silence(X))
+        augment = self.feature_augmentation
+        if self.training and augment is not None and getattr(augment, "active", True):
+            silence = self.silence(X)
+            if silence is None:
+                raise ToolkitError(
+                    "feature_augmentation fills with the front end's silence, but this classifier declares none "
+                    "(no FrontEnd): pass AudioClassifier(..., silence=VALUE) or drop the augmentation"
+                )
+            X = augment(X, silence)
         return self.head_scores(X) if head_scores else self.logits(X)
 
     def predict_proba(self, X):

@@ -88,6 +88,7 @@ def load_clips(folder, rows, sample_rate, length_s, front_end):
         shape = front_end(wavs[:1]).shape[1:]
     truths = load_truths(folder, ids, front_end, shape)
     masks, events = batch_from_truths(truths, n_samples=wavs.shape[-1])
+    cues = stacked(truths, "cue")
     return Clips(
         wavs=wavs,
         ids=ids,
@@ -96,7 +97,7 @@ def load_clips(folder, rows, sample_rate, length_s, front_end):
         event_wavs=events,
         part_masks=stacked(truths, "part_masks"),
         cue_masks=stacked(truths, "cue_mask"),
-        cue_wavs=None if stacked(truths, "cue") is None else fit_length(stacked(truths, "cue"), wavs.shape[-1]),
+        cue_wavs=None if cues is None else fit_length(cues, wavs.shape[-1]),
         cue_class=next((t.cue_class for t in truths or [] if t.cue_class), None),
     )
 

@@ -20,6 +20,7 @@ import torch
 from common.analysis.leaderboard.classifiers import ClassifierEntry, read_labels
 from common.analysis.leaderboard.clips import load_clips, prepare_data, select_rows
 from common.analysis.leaderboard.config import method_classifier, method_label
+from common.analysis.leaderboard.curves import save_area_curves
 from common.analysis.leaderboard.methods import build_method
 from common.analysis.leaderboard.sanity import sanity_check, save_cascade_plot, shuffled_labels_classifier
 from common.analysis.leaderboard.table import (
@@ -67,10 +68,10 @@ def design_scores(evaluation, clips):
     if clips.part_masks is not None and clips.part_masks.shape[1] == len(EVENT_SHARES):
         shares = relevance_shares(saliency, clips.part_masks)
         scores.update({name: shares[:, k] for k, name in enumerate(EVENT_SHARES)})
-    if clips.cue_masks is not None and bool((clips.cue_masks > 0).any()):
-        region = clips.cue_masks
-        if clips.followed_cue is not None:  # only where the model followed the cue is the cue its evidence
-            region = region * clips.followed_cue.to(region.dtype)[:, None, None]
+    if clips.cue_masks is not None and clips.followed_cue is not None:
+        # only where the model followed the cue is the cue its evidence (unknown for a model other than the
+        # classifier, e.g. a prototype net on its encoder: no column then)
+        region = clips.cue_masks * clips.followed_cue.to(clips.cue_masks.dtype)[:, None, None]
         scores[CUE_COLUMN] = top_region_on(saliency, region)
     return scores
 
@@ -374,6 +375,7 @@ def run(config, progress=True):
     ]
     write_csv(per_clip, out / "leaderboard_per_clip.csv")
     save_cascade_plot(results, out / "sanity_cascade.png")  # Spearman and SSIM per cascade step, per method
+    save_area_curves(results, out / "matched_area_curves.png")  # each family against the area, per method
     meta_text = meta_evaluation(per_clip, table_rows, out, bootstrap)
     caption = (
         f"{len(rows)} clips of folds {test_folds} of {data_folder.name}; per-clip means. "

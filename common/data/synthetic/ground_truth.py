@@ -32,7 +32,7 @@ class GroundTruth:
     """A clip's ground truth on the classifier's grid: ``mask`` (T, F) float, 1 on the class's evidence;
     ``event`` (samples,) the class event's waveform as mixed in, where the design keeps it (scenes), on
     the scale of the peak-normalised clip the classifiers load (so that clip - event is the rest);
-    ``part_masks`` (P, T, F) each event's own mask where the design has several (conjunction, order);
+    ``part_masks`` (P, T, F) each event's own mask (the designs after loud_evidence; P = 2 for conjunction, order);
     ``cue_mask`` (T, F) the shortcut cue's bins where the clip has one (clever_hans; all 0 without it),
     ``cue`` (samples,) its waveform as mixed in (0 without it) and ``cue_class`` the class it marks in training."""
 
@@ -103,15 +103,29 @@ def load_ground_truth(data_folder, clip_id, front_end, shape, start_s=0.0):
             start_s,
         )
         return None
-    return GroundTruth(mask, torch.from_numpy(record["event"]).float())
+    return GroundTruth(mask, torch.from_numpy(record["event"]).float() * _peak_scale(data_folder, clip_id))
+
+
+def _peak_scale(data_folder, clip_id):
+    """1 / the clip's peak: what load_audio's peak normalisation multiplies it by (1 when unreadable)."""
+    import soundfile as sf
+
+    path = Path(data_folder) / "audio" / f"{clip_id}.wav"
+    try:
+        peak = float(np.abs(sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1)).max())
+    except (OSError, RuntimeError, ValueError):
+        return 1.0
+    return 1.0 / peak if peak > 0 else 1.0
 
 
 def evidence_on_grid(front_end, source, rest, ratio_db, floor_db):
     """(T, F) bool: bins of ``front_end``'s grid where ``source`` is above ``rest`` + ratio_db dB and within
     floor_db dB of its own peak (a scene's ``mask_rule``); source and rest are (samples,) waveforms."""
+    # on the front end's device (an interpreter Brain may have moved it to a GPU); the mask comes back on the CPU
+    device = next((t.device for t in (*front_end.parameters(), *front_end.buffers())), torch.device("cpu"))
     with torch.no_grad():
-        s_db, r_db = front_end.to_db(front_end(torch.stack([source, rest]).float()))
-    return (s_db > r_db + ratio_db) & (s_db > s_db.max() + floor_db)
+        s_db, r_db = front_end.to_db(front_end(torch.stack([source, rest]).float().to(device)))
+    return ((s_db > r_db + ratio_db) & (s_db > s_db.max() + floor_db)).cpu()
 
 
 def _scene_truth_on_grid(data_folder, clip_id, record, front_end, shape):

@@ -493,20 +493,13 @@ _SHARED = {
 }
 
 
+_LAYER_OPTIONS = {"distractor_rms", "background_db", "distractor_s", "distractor_kinds", "distractors_per_s"}
+
+
 def _options(given):
-    unknown = (
-        set(given)
-        - set(_SHARED)
-        - {
-            "distractor_rms",
-            "background_db",
-            "distractor_s",
-            "distractor_kinds",
-            "distractors_per_s",
-        }
-    )
+    unknown = set(given) - set(_SHARED) - _LAYER_OPTIONS
     if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {sorted(_SHARED)}")
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {sorted(set(_SHARED) | _LAYER_OPTIONS)}")
     return {**_SHARED, **given}
 
 
