@@ -205,7 +205,7 @@ def test_the_leaderboard_scores_the_cue_only_where_the_model_followed_it():
         cue_wavs=cue.flatten(1),
         cue_class="a",
     )
-    reliance = classifier_cue_reliance(_Stub(), {}, {0: "a", 1: "b", 2: "c"}, clips)
+    reliance = classifier_cue_reliance(_Stub(), {0: "a", 1: "b", 2: "c"}, clips)
     assert reliance["followed"].tolist() == [True, True, False, False]
     clips.followed_cue = reliance["followed"]
     saliency = torch.zeros(4, 6, 5)

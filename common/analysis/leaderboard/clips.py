@@ -79,7 +79,7 @@ def select_rows(folder, folds, n_clips):
 
 def load_clips(folder, rows, sample_rate, length_s, front_end):
     """The rows' audio as Clips, with their ground truth on ``front_end``'s grid when every clip has one."""
-    from common.data.audio import load_audio
+    from common.data.audio import fix_length, load_audio
     from common.data.synthetic.ground_truth import batch_from_truths, load_truths, stacked
 
     wavs = torch.stack([load_audio(folder / "audio" / r["filename"], sample_rate, length_s) for r in rows])
@@ -97,13 +97,6 @@ def load_clips(folder, rows, sample_rate, length_s, front_end):
         event_wavs=events,
         part_masks=stacked(truths, "part_masks"),
         cue_masks=stacked(truths, "cue_mask"),
-        cue_wavs=None if cues is None else fit_length(cues, wavs.shape[-1]),
+        cue_wavs=None if cues is None else fix_length(cues, wavs.shape[-1]),
         cue_class=next((t.cue_class for t in truths or [] if t.cue_class), None),
     )
-
-
-def fit_length(x, n):
-    """(N, m) -> (N, n): cut or zero-padded at the end."""
-    out = x.new_zeros(x.shape[0], n)
-    out[:, : min(n, x.shape[1])] = x[:, :n]
-    return out

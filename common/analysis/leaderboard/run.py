@@ -185,7 +185,7 @@ def classifier_evidence(entry, classifier, hp, labels, data_folder, rows, seed=0
     return evidence_check(classifier, X, targets, clips.ground_truth, seed=seed, n_classes=len(labels))
 
 
-def classifier_cue_reliance(classifier, hp, labels, clips):
+def classifier_cue_reliance(classifier, labels, clips):
     """``cue_reliance`` of a classifier on clips with a shortcut cue (clever_hans), or None without one."""
     from common.metrics.evidence import cue_reliance
 
@@ -320,7 +320,7 @@ def run(config, progress=True):
         clips = load_clips(clips_folder, rows, hp_used["sample_rate"], hp_used["signal_length_s"], explained.front_end)
         if clips.cue_wavs is not None and explained is classifier:
             if entry.name not in reliance:
-                reliance[entry.name] = classifier_cue_reliance(classifier, hp, labels, clips)
+                reliance[entry.name] = classifier_cue_reliance(classifier, labels, clips)
             clips.followed_cue = (reliance[entry.name] or {}).get("followed")
         try:
             result = evaluate_method(

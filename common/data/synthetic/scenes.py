@@ -506,7 +506,8 @@ def _options(given):
 @SCENE_DESIGNS.register("quiet_evidence")
 def quiet_evidence(out_dir, n_classes=5, **options):
     """One class event per clip, ``distractor_db`` (a (low, high) range in dB, drawn per clip) below the
-    distractors' power over their spans; 2-4 distractors (``n_distractors``), the same layer in every class."""
+    distractors' power over their spans; 3-5 distractors per second (``distractors_per_s``, or a count or
+    (low, high) range as ``n_distractors``), the same layer in every class."""
     _check_n_classes(n_classes)
     classes = [(CLASS_PATTERNS[c][0], [c]) for c in range(n_classes)]
     return _make_scenes(out_dir, classes, _placed_anywhere, n_classes, **_options(options))
