@@ -100,7 +100,7 @@ class AudioClassifier(torch.nn.Module):
     def hidden(self, X):
         """The encoder's representation of X (a map or a sequence)."""
         model = self.embedding_model
-        if self.map_is_freq_time:
+        if self._is_convnext:
             return model(pixel_values=X.transpose(1, 2).unsqueeze(1)).last_hidden_state  # (B, C, F', T')
         if _is_transformers_model(model):
             out = model(pixel_values=self.to_image(X))
@@ -126,10 +126,16 @@ class AudioClassifier(torch.nn.Module):
         raise ValueError(f"No spatial layout is known for a hidden representation of shape {tuple(hidden.shape)}")
 
     @property
-    def map_is_freq_time(self):
-        """Whether the backbone's maps are laid out (freq, time) (ConvNeXt) rather than (time, freq)."""
+    def _is_convnext(self):
         config = getattr(self.embedding_model, "config", None)
         return getattr(config, "model_type", None) == "convnext"
+
+    @property
+    def map_is_freq_time(self):
+        """Whether the backbone's maps are laid out (freq, time) (ConvNeXt; an encoder may declare it) rather
+        than (time, freq)."""
+        declared = getattr(self.embedding_model, "map_is_freq_time", None)
+        return bool(declared) if isinstance(declared, bool) else self._is_convnext
 
     def map_extent(self, n_frames, n_bins):
         """(frames, bins) of the spectrogram that the backbone's final map covers, from frame 0 and bin 0.
@@ -140,7 +146,7 @@ class AudioClassifier(torch.nn.Module):
         and the map ends before the input does (626 frames -> 19 cells of 32 =
         608 frames). Other backbones: the whole spectrogram.
         """
-        if not self.map_is_freq_time:
+        if not self._is_convnext:
             return n_frames, n_bins
         config = self.embedding_model.config
         stride = config.patch_size * 2 ** (config.num_stages - 1)
@@ -156,6 +162,9 @@ class AudioClassifier(torch.nn.Module):
         (``map_extent``: each cell onto its own input block), and the uncovered
         remainder (a ConvNeXt's last frames) repeats the edge.
         """
+        own = getattr(self.embedding_model, "map_to_spectrogram", None)
+        if callable(own):  # an encoder with its own layout (BirdNET: frequency descending, two stacked bands)
+            return own(maps, n_frames, n_bins)
         if self.map_is_freq_time:
             maps = maps.transpose(1, 2)
         frames, bins = self.map_extent(n_frames, n_bins)
@@ -170,7 +179,7 @@ class AudioClassifier(torch.nn.Module):
         """(B, C, h, w) or (B, tokens, C) or (B, 1, C) -> (B, C)."""
         if hidden.ndim == 4:
             pooled = hidden.mean(dim=(-1, -2))
-            if self.map_is_freq_time:  # ConvNeXt's own pooler: mean, then its final LayerNorm
+            if self._is_convnext:  # ConvNeXt's own pooler: mean, then its final LayerNorm
                 pooled = self.embedding_model.layernorm(pooled)
             return pooled
         if hidden.ndim == 3:
