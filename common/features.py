@@ -178,6 +178,13 @@ class FrontEnd(torch.nn.Module, metaclass=abc.ABCMeta):
     def from_db(self, db):
         """dB of power -> X, same shape."""
 
+    def parts_to_db(self, parts):
+        """(P, samples) parts of one mixture (their sum) -> (P, T, F) dB of each part as it is in the mixture.
+
+        Here each part on its own: right for front ends that do nothing to a clip before its STFT but
+        fixed scaling. One that scales each clip by its own statistics overrides it (BirdNET's)."""
+        return self.to_db(self(parts))
+
 
 class Log1pSpectrogram(FrontEnd):
     """log1p of the STFT magnitude (optionally of a mel filterbank of it).

@@ -30,10 +30,11 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
-from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.canonizers import Canonizer, SequentialMergeBatchNorm
 from zennit.composites import COMPOSITES as ZENNIT_COMPOSITES
 from zennit.composites import EpsilonGammaBox, EpsilonPlusFlat, NameLayerMapComposite, layer_map_base
 from zennit.core import collect_leaves
+from zennit.layer import Sum
 from zennit.rules import Epsilon, Flat, Gamma, ZBox
 from zennit.types import AvgPool, Convolution, MaxPool
 
@@ -142,9 +143,51 @@ def name_map(path, X, gammas, first_rule="zbox", epsilon=1e-6, low=None, high=No
     return NameLayerMapComposite(name_map=rules, layer_map=layer_map, canonizers=canonizers)
 
 
+class GraphBodyCanonizer(Canonizer):
+    """LRP on a ported graph's operators (``common.models.tflite_graph``, BirdNET) for the time of a context:
+
+    * each residual ``Add`` sums through zennit's ``Sum`` layer, whose Norm rule splits relevance between the
+      summands in proportion to their contributions (as zennit's ResNet canonizer does);
+    * each squeeze-excitation ``Mul`` treats its gate as a constant, so all relevance goes to the gated map
+      (signal-take-all, Arras et al. 2017, for multiplicative gates);
+    * ``SiLU`` (swish) passes relevance, as every activation does under zennit's composites.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.modules = []
+
+    def apply(self, root_module):
+        from common.models.tflite_graph import Add, Mul
+
+        instance = self.copy()
+        instance.modules = [m for m in root_module.modules() if isinstance(m, (Add, Mul))]
+        instance.register()
+        return [instance] if instance.modules else []
+
+    def register(self):
+        from common.models.tflite_graph import Add
+
+        for module in self.modules:
+            if isinstance(module, Add):
+                module.summation = Sum()
+            else:
+                module.gate_as_constant = True
+
+    def remove(self):
+        from common.models.tflite_graph import Add
+
+        for module in self.modules:
+            if isinstance(module, Add):
+                del module.summation  # back to the class attribute (None)
+            else:
+                del module.gate_as_constant
+
+
 def build_composite(name, path, X, merge_batchnorm=True, **options):
     """The zennit composite ``name`` (ours, else zennit's own registry) for ``path`` on input ``X``."""
     canonizers = [SequentialMergeBatchNorm()] if merge_batchnorm else []
+    canonizers.append(GraphBodyCanonizer())  # a no-op on encoders that are not ported graphs
     if name in LRP_COMPOSITES:
         return LRP_COMPOSITES.build(name, path, X, canonizers=canonizers, **options)
     if name in ZENNIT_COMPOSITES:  # composites without input-dependent options (epsilon_plus, ...)

@@ -29,6 +29,7 @@ occlusion can explain.
 
 import importlib.util
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,21 @@ class BirdNETFrontEnd(FrontEnd):
         bands = real @ getattr(self, f"mel{k}").T
         return (bands * bands).pow(self.exponents[k])
 
+    def parts_to_db(self, parts):
+        """dB of each part of a mixture (``parts`` (P, samples), their sum the clip) on the *mixture's*
+        scaling to [-1, 1]: its scale for every part, its offset with the last part (the rest)."""
+        mix = parts.sum(0, keepdim=True)
+        low = mix.amin(dim=1, keepdim=True)
+        scale = self.scale / (mix.amax(dim=1, keepdim=True) - low + self.eps)
+        scaled = parts * scale
+        scaled[-1] = scaled[-1] - low[0] * scale[0] - self.offset * self.scale
+        frames = min(self.n_frames(parts.shape[1]), *(self._half_frames(parts.shape[1], k) for k in range(2)))
+        X = torch.cat([self.half(scaled, k)[:, :frames] for k in range(2)], dim=2)
+        return self.to_db(X)
+
+    def _half_frames(self, n_samples, k):
+        return (n_samples - self.frame_lengths[k]) // self.frame_steps[k] + 1
+
     def forward(self, wavs):
         if wavs.ndim != 2:
             raise DataError(f"BirdNET's front end takes (batch, samples) waveforms, got shape {tuple(wavs.shape)}")
@@ -260,6 +276,22 @@ class BirdNETEncoder(nn.Module):
         first = graph.producer(start).index + 1
         self.body = GraphBody(graph, graph.ops[first : pool.index], start, pool.inputs[0])
 
+    def blocks(self):
+        """The network's parts from the input up, [(name, [module names]), ...]: the stem, its four stages of
+        inverted residual blocks, the post convolution (the sanity cascade randomises them in turn)."""
+        groups = {}
+        for name in self.body.layers:
+            match = re.match(r"BLOCK_(\d+)_", name)
+            if match:
+                key = f"stage {match.group(1)}"
+            else:
+                key = "post" if groups and any(k.startswith("stage") for k in groups) else "stem"
+            groups.setdefault(key, []).append(f"body.layers.{name}")
+        return [
+            (key, [n for n in names if any(True for _ in self.get_submodule(n).parameters())])
+            for key, names in groups.items()
+        ]
+
     def spectrogram_image(self, X):
         """X (B, T, 192) -> the graph's input image (B, 2, 96, T): one channel per half, frequency descending."""
         halves = X.unflatten(2, (2, self.n_bands))  # (B, T, 2, 96)
@@ -295,6 +327,11 @@ def load_birdnet(folder=None):
     classifier = AudioClassifier(front_end, encoder, head, multilabel=True)
     classifier.labels = labels
     return classifier.eval(), labels
+
+
+def load_birdnet_classifier(folder=None):
+    """``load_birdnet``'s classifier alone (its ``labels`` attribute holds the labels): for hparams files."""
+    return load_birdnet(folder)[0]
 
 
 # -- the original, run by LiteRT ----------------------------------------------------------------------

@@ -184,14 +184,31 @@ class TFConv2d(nn.Conv2d):
 
 
 class Add(nn.Module):
+    """a + b. ``summation``, when an explainer sets it (LRP's residual rule), computes the sum instead: it gets
+    the two summands stacked on a last axis (zennit's ``Sum`` layer takes that)."""
+
+    summation = None
+
     def forward(self, a, b):
+        if self.summation is not None:
+            return self.summation(torch.stack(torch.broadcast_tensors(a, b), dim=-1))
         return a + b
 
 
 class Mul(nn.Module):
-    """Elementwise product of two computed tensors (a squeeze-excitation gate times its block's map)."""
+    """Elementwise product of two computed tensors (a squeeze-excitation gate times its block's map).
+
+    ``gate_as_constant``, when an explainer sets it (LRP), detaches the gate, the operand that is one value per
+    channel (1 x 1): gradients and relevance then flow through the gated map only."""
+
+    gate_as_constant = False
 
     def forward(self, a, b):
+        if self.gate_as_constant:
+            if b.shape[-2:] == (1, 1) and a.shape[-2:] != (1, 1):
+                b = b.detach()
+            elif a.shape[-2:] == (1, 1) and b.shape[-2:] != (1, 1):
+                a = a.detach()
         return a * b
 
 

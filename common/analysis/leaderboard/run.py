@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from common.analysis.leaderboard.classifiers import ClassifierEntry, read_labels
+from common.analysis.leaderboard.classifiers import ClassifierEntry
 from common.analysis.leaderboard.clips import load_clips, prepare_data, select_rows
 from common.analysis.leaderboard.config import method_classifier, method_label
 from common.analysis.leaderboard.curves import save_area_curves
@@ -305,7 +305,7 @@ def run(config, progress=True):
         entry = entries[method_classifier(config, method)]
         if entry.name not in loaded:
             classifier, hp = entry.load()
-            loaded[entry.name] = (classifier, hp, read_labels(entry.source))
+            loaded[entry.name] = (classifier, hp, entry.labels(classifier))
         classifier, hp, labels = loaded[entry.name]
         try:
             interpreter, explained, method_hp = build_method(method, entry, classifier, out, data_folder, train_rows)
@@ -316,6 +316,8 @@ def run(config, progress=True):
             continue
         hp_used = method_hp or hp
         labels_used = getattr(explained, "labels", None) or labels
+        if isinstance(labels_used, (list, tuple)):  # a model that lists its own labels (BirdNET)
+            labels_used = dict(enumerate(labels_used))
         shown = entry.display if explained is classifier or method_hp else f"prototype net on {entry.display}'s encoder"
         clips = load_clips(clips_folder, rows, hp_used["sample_rate"], hp_used["signal_length_s"], explained.front_end)
         if clips.cue_wavs is not None and explained is classifier:
@@ -349,7 +351,7 @@ def run(config, progress=True):
     for name, entry in entries.items():
         if name not in loaded:
             classifier, hp = entry.load()
-            loaded[name] = (classifier, hp, read_labels(entry.source))
+            loaded[name] = (classifier, hp, entry.labels(classifier))
         evidence[name] = classifier_evidence(entry, *loaded[name], clips_folder, rows, int(config.get("seed", 0)))
         print(f"evidence check ({entry.display}): {evidence_text(evidence[name])}", flush=True)
         if reliance.get(name):

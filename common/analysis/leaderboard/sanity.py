@@ -46,6 +46,9 @@ def last_encoder_block(encoder):
     stage); other encoders: the last weight layer (conv or linear) and every
     parameterised layer after it (its normalisation).
     """
+    declared = getattr(encoder, "blocks", None)
+    if callable(declared):
+        return declared()[-1][1]
     if _is_transformers(encoder):
         blocks = [name for name, _ in encoder.named_modules() if re.search(BLOCK_PATTERN, name)]
         if blocks:
@@ -87,6 +90,9 @@ def encoder_blocks(encoder):
     to the next weight layer (its normalisation) is a block; parameterised
     layers before the first weight layer join the first block.
     """
+    declared = getattr(encoder, "blocks", None)
+    if callable(declared):  # an encoder that names its own blocks (BirdNET's stages)
+        return declared()
     if _is_transformers(encoder):
         named = [name for name, _ in encoder.named_modules() if re.search(BLOCK_PATTERN, name)]
         # Swin-like nesting (layers.N.blocks.M): the inner blocks are the layers of the cascade

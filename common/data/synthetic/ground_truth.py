@@ -124,7 +124,9 @@ def evidence_on_grid(front_end, source, rest, ratio_db, floor_db):
     # on the front end's device (an interpreter Brain may have moved it to a GPU); the mask comes back on the CPU
     device = next((t.device for t in (*front_end.parameters(), *front_end.buffers())), torch.device("cpu"))
     with torch.no_grad():
-        s_db, r_db = front_end.to_db(front_end(torch.stack([source, rest]).float().to(device)))
+        parts = torch.stack([source, rest]).float().to(device)
+        to_db = getattr(front_end, "parts_to_db", None)  # each part on the mixture's scale, where a front end says
+        s_db, r_db = to_db(parts) if callable(to_db) else front_end.to_db(front_end(parts))
     return ((s_db > r_db + ratio_db) & (s_db > s_db.max() + floor_db)).cpu()
 
 
