@@ -206,3 +206,42 @@ def test_same_padding_is_tensorflows():
     assert _same_padding(6, 3, 1) == (1, 1)
     assert _same_padding(5, 1, 2) == (0, 0)
     assert np.ceil(511 / 2) == (511 + 3 + 4 - 8) // 2 + 1
+
+
+def test_graph_ops_under_the_lrp_canonizer():
+    """Residual sums go through zennit's Sum (its Norm rule), squeeze-excitation gates are constants; all undone after."""
+    from zennit.layer import Sum
+
+    from common.interpreters.lrp import GraphBodyCanonizer
+    from common.models.tflite_graph import Add, Mul
+
+    root = torch.nn.ModuleDict({"add": Add(), "mul": Mul()})
+    (instance,) = GraphBodyCanonizer().apply(root)
+    assert isinstance(root["add"].summation, Sum)
+    a = torch.randn(2, 3, 4, 5, requires_grad=True)
+    gate = torch.rand(2, 3, 1, 1, requires_grad=True)
+    out = root["mul"](a, gate)
+    (grad_gate, grad_a) = torch.autograd.grad(out.sum(), (gate, a), allow_unused=True)
+    assert grad_gate is None and torch.equal(grad_a, torch.ones_like(a))  # all relevance to the gated map
+    assert torch.allclose(out, a * gate)
+    assert torch.allclose(root["add"](a, a), 2 * a)
+    instance.remove()
+    assert "summation" not in root["add"]._modules and root["mul"].gate_as_constant is False
+    (grad_gate,) = torch.autograd.grad(root["mul"](a, gate).sum(), gate)
+    assert grad_gate.abs().sum() > 0
+
+
+@needs_birdnet
+def test_lrp_runs_on_birdnet_and_leaves_it_unchanged(birdnet, esc10_wavs):
+    from common.interpreters.lrp import LRPInterpreter
+
+    classifier, _ = birdnet
+    X = classifier.features(esc10_wavs[0][:2])
+    with torch.no_grad():
+        before = classifier.logits(X)
+    target = before.argmax(1)
+    relevance = LRPInterpreter(classifier, composite="epsilon_plus").attribute(X, target)
+    assert relevance.shape == X.shape and torch.isfinite(relevance).all() and relevance.abs().sum() > 0
+    with torch.no_grad():
+        assert torch.equal(classifier.logits(X), before)
+    assert not any("summation" in m._modules for m in classifier.modules() if type(m).__name__ == "Add")

@@ -150,6 +150,8 @@ class GraphBodyCanonizer(Canonizer):
       summands in proportion to their contributions (as zennit's ResNet canonizer does);
     * each squeeze-excitation ``Mul`` treats its gate as a constant, so all relevance goes to the gated map
       (signal-take-all, Arras et al. 2017, for multiplicative gates);
+    * each per-channel scale or shift (``ConstantAffine``, a BatchNorm TFLite split into MUL and ADD) passes
+      relevance unchanged, as zennit's composites pass a BatchNorm's;
     * ``SiLU`` (swish) passes relevance, as every activation does under zennit's composites.
     """
 
@@ -158,30 +160,34 @@ class GraphBodyCanonizer(Canonizer):
         self.modules = []
 
     def apply(self, root_module):
-        from common.models.tflite_graph import Add, Mul
+        from common.models.tflite_graph import Add, ConstantAffine, Mul
 
         instance = self.copy()
-        instance.modules = [m for m in root_module.modules() if isinstance(m, (Add, Mul))]
+        instance.modules = [m for m in root_module.modules() if isinstance(m, (Add, ConstantAffine, Mul))]
         instance.register()
         return [instance] if instance.modules else []
 
     def register(self):
-        from common.models.tflite_graph import Add
+        from common.models.tflite_graph import Add, Mul
 
         for module in self.modules:
             if isinstance(module, Add):
-                module.summation = Sum()
-            else:
+                module.add_module("summation", Sum())
+            elif isinstance(module, Mul):
                 module.gate_as_constant = True
+            else:
+                module.pass_through = True
 
     def remove(self):
-        from common.models.tflite_graph import Add
+        from common.models.tflite_graph import Add, Mul
 
         for module in self.modules:
             if isinstance(module, Add):
-                del module.summation  # back to the class attribute (None)
-            else:
+                del module._modules["summation"]
+            elif isinstance(module, Mul):
                 del module.gate_as_constant
+            else:
+                del module.pass_through
 
 
 def build_composite(name, path, X, merge_batchnorm=True, **options):

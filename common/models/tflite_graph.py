@@ -184,31 +184,30 @@ class TFConv2d(nn.Conv2d):
 
 
 class Add(nn.Module):
-    """a + b. ``summation``, when an explainer sets it (LRP's residual rule), computes the sum instead: it gets
-    the two summands stacked on a last axis (zennit's ``Sum`` layer takes that)."""
-
-    summation = None
+    """a + b. A submodule ``summation``, when an explainer registers one (LRP's residual rule), computes the sum
+    instead: it gets the two summands stacked on a last axis (zennit's ``Sum`` layer takes that)."""
 
     def forward(self, a, b):
-        if self.summation is not None:
-            return self.summation(torch.stack(torch.broadcast_tensors(a, b), dim=-1))
+        summation = self._modules.get("summation")  # a submodule an explainer registered, else None
+        if summation is not None:
+            return summation(torch.stack(torch.broadcast_tensors(a, b), dim=-1))
         return a + b
 
 
 class Mul(nn.Module):
     """Elementwise product of two computed tensors (a squeeze-excitation gate times its block's map).
 
-    ``gate_as_constant``, when an explainer sets it (LRP), detaches the gate, the operand that is one value per
-    channel (1 x 1): gradients and relevance then flow through the gated map only."""
+    ``gate_as_constant``, when an explainer sets it (LRP), makes the gate (the operand that is one value per
+    channel, 1 x 1) a constant whose product passes the gradient unchanged: all relevance goes to the gated map."""
 
     gate_as_constant = False
 
     def forward(self, a, b):
         if self.gate_as_constant:
+            if a.shape[-2:] == (1, 1) and b.shape[-2:] != (1, 1):
+                a, b = b, a
             if b.shape[-2:] == (1, 1) and a.shape[-2:] != (1, 1):
-                b = b.detach()
-            elif a.shape[-2:] == (1, 1) and b.shape[-2:] != (1, 1):
-                a = a.detach()
+                return a + (a * b - a).detach()  # the value a * gate, the gradient (relevance) all to a
         return a * b
 
 
@@ -220,8 +219,14 @@ class ConstantAffine(nn.Module):
         self.register_buffer("value", value)
         self.op = op
 
+    pass_through = False  # set by an explainer (LRP): the gradient (relevance) passes unchanged, as a BatchNorm's
+
     def forward(self, x):
-        return x * self.value if self.op == "mul" else x + self.value
+        if self.op != "mul":
+            return x + self.value
+        if self.pass_through:
+            return x + (x * self.value - x).detach()
+        return x * self.value
 
     def extra_repr(self):
         return f"{self.op}, {tuple(self.value.shape)}"
