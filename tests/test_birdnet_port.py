@@ -245,3 +245,25 @@ def test_lrp_runs_on_birdnet_and_leaves_it_unchanged(birdnet, esc10_wavs):
     with torch.no_grad():
         assert torch.equal(classifier.logits(X), before)
     assert not any("summation" in m._modules for m in classifier.modules() if type(m).__name__ == "Add")
+
+
+@needs_birdnet
+def test_perturbation_methods_explain_the_original_as_they_explain_the_port(birdnet, esc10_wavs):
+    """LIME and occlusion run on LiteRT's original (a black box) give the port's explanations of the same clips."""
+    from common.interpreters import import_for
+    from common.models.birdnet import LiteRTClassifier, load_litert_classifier
+    from common.registry import INTERPRETERS
+
+    classifier, _ = birdnet
+    original = load_litert_classifier(num_threads=2)
+    assert isinstance(original, LiteRTClassifier)
+    with pytest.raises(Exception, match="black box"):
+        original.hidden(torch.zeros(1, 511, 192))
+    wavs = esc10_wavs[0][:1]
+    for name, options in (("lime", {"n_samples": 32}), ("occlusion", {"window": [128, 48], "stride": [128, 48]})):
+        import_for(name)
+        ours = INTERPRETERS.build(name, classifier, **options).explain(wavs=wavs)
+        theirs = INTERPRETERS.build(name, original, **options).explain(wavs=wavs)
+        assert torch.equal(torch.as_tensor(ours.target), torch.as_tensor(theirs.target))
+        scale = ours.saliency.abs().max()
+        assert scale > 0 and (ours.saliency - theirs.saliency).abs().max() <= 1e-3 * scale

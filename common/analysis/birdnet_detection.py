@@ -547,7 +547,7 @@ def detect(source, output_folder, options=None, classifier=None, labels=None, ra
             return None
         summary = detect_recording(paths[0], out, classifier, labels, options, interpreter, names[0])
         atomic_write_json(out / "summary.json", {**summary, "options": asdict(options)})
-        _say(rank, world, _line(summary) + f" -> {out / 'detections.csv'}")
+        _say(rank, world, _line(summary, f" -> {out / 'detections.csv'}"))
         return summary
     for i, (path, name) in enumerate(zip(paths, names, strict=True)):
         if i % world != rank:
@@ -570,10 +570,11 @@ def detect(source, output_folder, options=None, classifier=None, labels=None, ra
     return merge(out, names, options)
 
 
-def _line(summary):
+def _line(summary, where=""):
     return (
         f"{summary['file']}: {summary['windows']} windows, {summary['detections']} detections, "
-        f"{summary['explained']} explained, {summary['seconds']:.1f} s"
+        f"{summary['explained']} explained, {summary['seconds']:.1f} s{where}"
+        + "".join(f"\n  note: {note}" for note in summary.get("notes", []))
     )
 
 

