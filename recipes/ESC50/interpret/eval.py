@@ -8,7 +8,8 @@ Conditions: clean (in-distribution), mixture (0.8 * clip + 0.2 * a clip of
 another class; --mix_weights), white_noise and noise_folder (a local folder of
 noise or speech clips, e.g. WHAM!) at each of --snrs dB. The interpreter is
 the one trained in TRAINED_RUN (its best checkpoint), run by its recipe's Brain
-(as SpeechBrain's eval.py imports train_lmac's and train_l2i's); the table is written to
+(as SpeechBrain's eval.py imports train_lmac's and train_l2i's; PIQ's and L-MAC's live in
+common/training/interpreter_brains.py); the table is written to
 TRAINED_RUN/contamination_summary.md and each condition's outputs under
 TRAINED_RUN/contamination/.
 """
@@ -17,12 +18,11 @@ import argparse
 import sys
 
 from train_l2i import L2IBrain
-from train_lmac import LMACBrain
-from train_piq import PIQBrain
 
 from common.data.contamination import parse_conditions
 from common.training.classifier import build_brain
 from common.training.interpreter import InterpreterBrain, evaluate_contaminated, prepare_interpreter_run
+from common.training.interpreter_brains import LMACBrain, PIQBrain
 
 # The recipe Brain of each registered interpreter; others (AMT) have nothing of their own to run.
 BRAINS = {"piq": PIQBrain, "l2i": L2IBrain, "lmac": LMACBrain}
