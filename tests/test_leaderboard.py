@@ -348,3 +348,12 @@ def test_evaluation_loop_scores_with_the_suite_and_keeps_the_interpreters_diagno
     for name in names:
         torch.testing.assert_close(evaluation.per_clip[name].double(), expected[name].double(), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(evaluation.per_clip["peak"], explanation.saliency.flatten(1).amax(dim=1))
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "tools" / "leaderboard").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(config):
+    """Every config the README points at loads and passes the checks (keys, metrics, methods, files)."""
+    from common.analysis.leaderboard.config import load_config
+
+    loaded = load_config(config)
+    assert loaded["methods"] and loaded["classifiers"]
