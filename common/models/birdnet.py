@@ -326,6 +326,7 @@ def load_birdnet(folder=None):
         head.bias.copy_(torch.from_numpy(bias.copy()))
     classifier = AudioClassifier(front_end, encoder, head, multilabel=True)
     classifier.labels = labels
+    classifier.display_name = plain_name  # what reports show of a label
     return classifier.eval(), labels
 
 
@@ -432,6 +433,7 @@ class LiteRTClassifier(AudioClassifier):
         super().__init__(front_end, nn.Identity(), nn.Identity(), multilabel=True)
         self.litert = litert
         self.labels = litert.labels
+        self.display_name = plain_name
 
     def hidden(self, X):
         raise ToolkitError("LiteRT's BirdNET is a black box: no hidden maps (explain the PyTorch port for those)")

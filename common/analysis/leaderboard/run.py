@@ -319,6 +319,9 @@ def run(config, progress=True):
         labels_used = getattr(explained, "labels", None) or labels
         if isinstance(labels_used, (list, tuple)):  # a model that lists its own labels (BirdNET)
             labels_used = dict(enumerate(labels_used))
+        display_name = getattr(explained, "display_name", None)  # plain names where a model declares them
+        if callable(display_name) and labels_used:
+            labels_used = {k: display_name(v) for k, v in labels_used.items()}
         shown = entry.display if explained is classifier or method_hp else f"prototype net on {entry.display}'s encoder"
         clips = load_clips(clips_folder, rows, hp_used["sample_rate"], hp_used["signal_length_s"], explained.front_end)
         if clips.cue_wavs is not None and explained is classifier:
