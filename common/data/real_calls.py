@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 
-from common.data.audio import read_audio_file, to_mono
+from common.data.audio import load_audio
+from common.data.esc50 import read_metadata
 from common.errors import DataError, DataNotFoundError
 
 SAMPLE_RATE = 48000
@@ -76,14 +76,8 @@ ESC10_LICENCE = "CC BY-NC 3.0 (ESC-50, Piczak 2015)"
 
 
 def esc10_rows(esc10_folder):
-    """ESC-10's rows (filename, fold, category, ...) from its meta/esc50.csv."""
-    meta = Path(esc10_folder) / "meta" / "esc50.csv"
-    if not meta.is_file():
-        raise DataNotFoundError(
-            f"{meta} not found: point esc10_folder at an ESC-10/ESC-50 folder (meta/esc50.csv, audio/ or ogg/)"
-        )
-    with open(meta, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    """ESC-10's rows (filename, fold, category, ...), read and validated by ``read_metadata``."""
+    return read_metadata(Path(esc10_folder) / "meta" / "esc50.csv")
 
 
 def esc10_file(esc10_folder, row):
@@ -121,10 +115,8 @@ def available_calls(esc10_folder=None, n_esc10_roosters=8):
 
 
 def load_48k(path):
-    """A file as a mono float32 tensor at 48 kHz."""
-    data, rate = read_audio_file(path)
-    wav = torch.from_numpy(np.ascontiguousarray(to_mono(data))).float()
-    return AF.resample(wav, rate, SAMPLE_RATE) if rate != SAMPLE_RATE else wav
+    """A file as a mono float32 tensor at 48 kHz, at its own level."""
+    return load_audio(path, SAMPLE_RATE, normalize=False)
 
 
 def loudest_stretch(wav, max_s, frame_s=0.02):
