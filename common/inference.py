@@ -13,14 +13,15 @@ hub is only asked for a snapshot of the repo.
 """
 
 import logging
+import os
 from pathlib import Path
 
 import torch
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 from common.data.audio import load_audio
-from common.errors import CheckpointError, HubUnavailableError
-from common.models.pretrained import check_state_dict_fits
+from common.errors import AudioError, CheckpointError, CheckpointNotFoundError, HubUnavailableError
+from common.models.pretrained import check_state_dict_fits, is_hub_id, load_state_file
 from common.recipe import load_hparams
 
 logger = logging.getLogger(__name__)
@@ -35,15 +36,36 @@ def _hub_hint(source):
 
 
 def fetch_source(source, savedir=None):
-    """A local folder for ``source``: itself if it is a folder, else a hub snapshot."""
-    if Path(source).is_dir():
-        return Path(source)
+    """A local folder for ``source``: itself if it is a folder, else a hub snapshot of ``owner/name``.
+
+    A string that can only be a path (absolute, starting with ``.`` or ``~``, more than one ``/``, a
+    backslash) is never sent to the hub: it is a CheckpointNotFoundError saying where it was looked for.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    looked = f"(looked for {os.path.abspath(path)})"
+    if path.exists():
+        raise CheckpointNotFoundError(
+            f"{source} is a file, not a pretrained-interpreter folder {looked}: pass the folder that holds "
+            "hyperparams.yaml and the .ckpt files (tools/export_interpreter.py writes one)."
+        )
+    if not is_hub_id(source, file=False):
+        raise CheckpointNotFoundError(
+            f"Pretrained-interpreter folder {source} does not exist {looked}. Check the path (export one with "
+            "tools/export_interpreter.py), or pass a hub id owner/name."
+        )
     try:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(repo_id=str(source), cache_dir=savedir))
     except Exception as exc:
-        raise HubUnavailableError(_hub_hint(source).replace("pass DIR", "pass DIR as source")) from exc
+        raise HubUnavailableError(
+            f"{source!r} is neither a local folder (there is no {os.path.abspath(path)}) nor fetchable from the "
+            "HuggingFace hub (no internet, or an unknown id). If it is a local folder, check the path; if it is a "
+            f"hub id, download it where you have internet (`huggingface-cli download {source} --local-dir DIR`) "
+            "and pass DIR as source."
+        ) from exc
 
 
 def fetch_file(path, folder, savedir=None):
@@ -97,7 +119,9 @@ class PretrainedInterpreter:
             path = folder / file_names.get(name, f"{name}.ckpt")
             if not path.is_file():
                 raise CheckpointError(f"{path} is missing; {hparams_path} lists it as a loadable ({name}).")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_state_file(
+                path, f"It is the {name} loadable of {hparams_path}: export or download the folder again."
+            )
             check_state_dict_fits(module, state, path)
             module.load_state_dict(state)
         encoder = CategoricalEncoder()
@@ -119,6 +143,12 @@ class PretrainedInterpreter:
 
     def interpret_file(self, path):
         """Explain one audio file: (listenable interpretation (samples,), predicted label)."""
+        if Path(path).is_dir():  # load_audio's own message is about a recipe's --data_folder
+            raise AudioError(
+                f"{path} is a directory, not an audio file: pass one file, e.g. {Path(path) / 'clip.wav'}."
+            )
+        if not Path(path).exists():
+            raise AudioError(f"Audio file {path} does not exist (looked for {os.path.abspath(path)}).")
         wav = load_audio(path, self.sample_rate, length_s=self.hparams.get("signal_length_s"))
         listenable, labels, _ = self.interpret_batch(wav[None])
         return listenable[0].cpu(), labels[0]

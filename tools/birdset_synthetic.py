@@ -2,6 +2,7 @@
 """The whole BirdSet/protopnet pipeline on synthetic soundscapes whose events are known.
 
     python tools/birdset_synthetic.py [--output_folder results/birdset_synthetic] [--debug]
+    python tools/birdset_synthetic.py --data_only --output_folder DIR   # only the data set, in DIR/data
 
 Writes a BirdSet-schema data set of synthetic bird species (focal training
 recordings; soundscape test sets with their true events), trains the stage-1
@@ -72,6 +73,9 @@ def main(argv=None):
     )
     ap.add_argument("--prototypes_per_class", type=int, default=5)
     ap.add_argument("--debug", action="store_true", help="tiny data and models, 1 epoch each: checks the wiring")
+    ap.add_argument(
+        "--data_only", action="store_true", help="write the data set (OUTPUT_FOLDER/data, a --data_folder) and stop"
+    )
     args = ap.parse_args(argv)
     out = Path(args.output_folder).resolve()
     if args.debug:
@@ -85,6 +89,12 @@ def main(argv=None):
             soundscape_s=20.0 if args.debug else 40.0,
             soundscapes_per_test=1 if args.debug else args.soundscapes_per_test,
         )
+    if args.data_only:
+        print(
+            f"BirdSet-schema data set (XCM, POW, PER) in {data}; the recipes take it with --data_folder {data} "
+            f"--out_n_neurons {args.n_species} --test_configs [POW,PER]"
+        )
+        return
     common = ["--data_folder", data, "--out_n_neurons", args.n_species, "--test_configs", "[POW,PER]"]
     model_args = TINY if args.debug else SMALL
     mean, std = training_db_statistics(data, int(model_args[model_args.index("--n_mels") + 1]))

@@ -26,6 +26,7 @@ import torch
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 from common.data.synthetic.ground_truth import load_ground_truth
+from common.interpreters.components import component_options_for
 from common.interpreters.lime_shap import KernelShapInterpreter, LimeInterpreter
 from common.models.pretrained import load_classifier
 from common.recipe import REPO, load_hparams
@@ -57,7 +58,7 @@ def main(argv=None):
 
     options = {
         "components": hparams["components"],
-        "component_options": hparams["component_options"][hparams["components"]],
+        "component_options": component_options_for(hparams["component_options"], hparams["components"]),
         "baseline": hparams["baseline"],
         "n_samples": args.n_samples,
         "batch_size": hparams["lime_batch_size"],

@@ -8,8 +8,10 @@ BirdSet maintainers do). Loading it executes that script from the hub
 (``trust_remote_code``), so it is a code download as well as a data download.
 
 A local copy made with ``DatasetDict.save_to_disk`` into ``DATA/<config>/``
-(e.g. the synthetic fixture of ``write_birdset_fixture``) is used instead of
-the hub when present.
+(e.g. the synthetic fixture of ``write_birdset_fixture``; ``python
+tools/birdset_synthetic.py --data_only --output_folder DIR`` writes one at
+DIR/data) is used instead of the hub when present. Config names and splits are
+checked against the hub's (``HUB_SPLITS``) before anything is downloaded.
 
 Examples, as the paper uses them:
 
@@ -29,6 +31,7 @@ the Arrow tables are memory-mapped, so an XCL-size set is never held in memory.
 """
 
 import contextlib
+import difflib
 import io
 import logging
 import random
@@ -39,7 +42,7 @@ import soundfile as sf
 import torch
 
 from common.data.audio import fix_length, load_audio
-from common.errors import DataError, DataNotFoundError
+from common.errors import ConfigError, DataError, DataNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,16 @@ HF_PATH = "DBD-research-group/BirdSet"
 TRAIN_CONFIGS = ("XCL", "XCM")
 TEST_CONFIGS = ("POW", "PER", "NES", "UHH", "HSN", "NBP", "SSW", "SNE")
 REQUIRED_COLUMNS = ("audio", "filepath", "start_time", "end_time", "ebird_code", "ebird_code_multilabel")
+# Every config of the hub loader (BirdSet.py's BUILDER_CONFIGS) and its splits: the XC configs have
+# train/valid (valid is POW's test_5s); each test site S has S (its XC train + its soundscapes),
+# S_xc (train only) and S_scape (the soundscapes only).
+HUB_SPLITS = {
+    **{config: ("train", "valid") for config in TRAIN_CONFIGS},
+    **{site: ("train", "test", "test_5s") for site in TEST_CONFIGS},
+    **{f"{site}_xc": ("train",) for site in TEST_CONFIGS},
+    **{f"{site}_scape": ("test", "test_5s") for site in TEST_CONFIGS},
+}
+SYNTHETIC_COMMAND = "python tools/birdset_synthetic.py --data_only --output_folder DIR"
 
 
 def _require_datasets():
@@ -68,8 +81,35 @@ def local_config_dir(data_folder, config):
     return Path(data_folder) / config
 
 
+def check_config(data_folder, config, split, field="config", hf_path=HF_PATH):
+    """A ConfigError, before any download, when ``config`` / ``split`` is not one BirdSet's hub serves.
+
+    A local ``save_to_disk`` copy may have any name (its splits are checked when it is loaded), and
+    another ``hf_path`` has configs of its own, so neither is checked here.
+    """
+    if hf_path != HF_PATH or (local_config_dir(data_folder, config) / "dataset_dict.json").is_file():
+        return
+    if config not in HUB_SPLITS:
+        by_lower = {name.lower(): name for name in HUB_SPLITS}
+        close = difflib.get_close_matches(str(config).lower(), by_lower, n=1)
+        hint = f" Did you mean {by_lower[close[0]]!r}?" if close else ""
+        raise ConfigError(
+            f"{field}: {config!r} is not a BirdSet config.{hint} BirdSet's test sets: {', '.join(TEST_CONFIGS)} "
+            f"(each also as <name>_scape, its soundscapes only, and <name>_xc, its training recordings only); "
+            f"its training sets: {', '.join(TRAIN_CONFIGS)}. A copy of your own saved at "
+            f"{local_config_dir(data_folder, config)}/ may have any name."
+        )
+    if split not in HUB_SPLITS[config]:
+        having = [c for c, splits in HUB_SPLITS.items() if split in splits]
+        raise ConfigError(
+            f"{field}: BirdSet config {config!r} has the splits {list(HUB_SPLITS[config])}, not {split!r}. "
+            f"The configs with a {split!r} split: {having}."
+        )
+
+
 def load_birdset_split(data_folder, config, split, hf_path=HF_PATH, trust_remote_code=True):
     """One split of one BirdSet config: a local ``save_to_disk`` copy, else the hub (cached in ``data_folder``)."""
+    check_config(data_folder, config, split, hf_path=hf_path)
     datasets = _require_datasets()
     local = local_config_dir(data_folder, config)
     if (local / "dataset_dict.json").is_file():
@@ -89,7 +129,7 @@ def load_birdset_split(data_folder, config, split, hf_path=HF_PATH, trust_remote
                 f"Could not load BirdSet config {config!r} split {split!r} from {hf_path} ({type(exc).__name__}: "
                 f"{exc}). It downloads from the HuggingFace hub into --data_folder ({data_folder}); this needs the "
                 f"internet and datasets==3.6.0. Offline, put a copy saved with DatasetDict.save_to_disk at "
-                f"{local}/ (tools/make_synthetic_birdset.py writes a synthetic one)."
+                f"{local}/ (`{SYNTHETIC_COMMAND}` writes a synthetic one into DIR/data, to pass as --data_folder)."
             ) from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
     if missing:
@@ -235,6 +275,16 @@ def birdset_datasets(hparams):
     """
     folder, train_config = hparams["data_folder"], hparams["train_config"]
     load = {"hf_path": hparams.get("hf_path", HF_PATH), "trust_remote_code": hparams.get("trust_remote_code", True)}
+    test_configs = hparams.get("test_configs") or []
+    if isinstance(test_configs, str):  # `--test_configs POW` is a string, not a list
+        raise ConfigError(f"test_configs must be a list, e.g. --test_configs [{test_configs}], not {test_configs!r}")
+    valid_split, test_split = hparams.get("valid_split", "valid"), hparams.get("test_split", "test_5s")
+    # every name is checked before the first download (XCL's train split alone is hours of it)
+    check_config(folder, train_config, "train", "train_config", load["hf_path"])
+    if valid_split:
+        check_config(folder, train_config, valid_split, "valid_split", load["hf_path"])
+    for config in test_configs:
+        check_config(folder, config, test_split, "test_configs", load["hf_path"])
     common = {"sample_rate": hparams["sample_rate"], "length_s": hparams["signal_length_s"], "data_folder": folder}
     train_split = load_birdset_split(folder, train_config, "train", **load)
     names = class_names(train_split)
@@ -247,13 +297,12 @@ def birdset_datasets(hparams):
         "tests": {},
         "test_classes": {},
     }
-    valid_split = hparams.get("valid_split", "valid")
     if valid_split:
         valid = load_birdset_split(folder, train_config, valid_split, **load)
         index_map = class_indices(names, class_names(valid), f"{train_config}/{valid_split}")
         out["valid"] = BirdSetSegments(valid, n, f"{train_config}-{valid_split}", index_map=index_map, **common)
-    for config in hparams.get("test_configs") or []:
-        test = load_birdset_split(folder, config, hparams.get("test_split", "test_5s"), **load)
+    for config in test_configs:
+        test = load_birdset_split(folder, config, test_split, **load)
         indices = class_indices(names, class_names(test), config)
         out["tests"][config] = BirdSetSegments(test, n, config, index_map=indices, **common)
         out["test_classes"][config] = indices

@@ -34,23 +34,47 @@ def build_label_encoder(manifest_paths, out_n_neurons, save_path=None, fewer_out
         with open(path, encoding="utf-8") as f:
             for entry in json.load(f).values():
                 targets[entry["class_string"]] = int(entry["classID"])
-    encoder = CategoricalEncoder()
+    if not targets:
+        raise DataError(f"The manifests {[str(p) for p in manifest_paths]} hold no clips; re-run the data preparation.")
+    bad = sorted({t for t in targets.values() if t < 0})
+    if bad:
+        raise DataError(
+            f"Class targets {bad} in {[str(p) for p in manifest_paths]} are negative; targets are 0, 1, 2, ..."
+        )
+    ordered = sorted(targets.items(), key=lambda kv: kv[1])
+    if len(ordered) > out_n_neurons and not fewer_outputs_ok:
+        raise DataError(
+            f"The data has {len(ordered)} classes but out_n_neurons={out_n_neurons}; set --out_n_neurons {len(ordered)}."
+        )
+    use_targets = max(t for _, t in ordered) < out_n_neurons
+    mapping = {label: (target if use_targets else rank) for rank, (label, target) in enumerate(ordered)}
     if save_path is not None and Path(save_path).is_file():
-        encoder.load(save_path)
-        unknown = sorted(set(targets) - set(encoder.lab2ind))
+        saved = CategoricalEncoder()
+        saved.load(save_path)
+        unknown = sorted(set(targets) - set(saved.lab2ind))
         if unknown:
             raise DataError(
                 f"Classes {unknown} are not in the saved label encoder {save_path}; delete it to rebuild, or use the data it was made for."
             )
-        encoder.expect_len(len(encoder.lab2ind))
-        return encoder
-    ordered = sorted(targets.items(), key=lambda kv: kv[1])
-    if len(ordered) > out_n_neurons:
-        if not fewer_outputs_ok:
+        if fewer_outputs_ok or {label: saved.lab2ind[label] for label in mapping} == mapping:
+            # an interpreter's encoder is its classifier's, whatever order the clips' targets have
+            saved.expect_len(len(saved.lab2ind))
+            return saved
+        trained = sorted(Path(save_path).parent.glob("CKPT+*"))
+        changed = sorted(label for label in mapping if saved.lab2ind[label] != mapping[label])
+        if trained:
             raise DataError(
-                f"The data has {len(ordered)} classes but out_n_neurons={out_n_neurons}; "
-                f"set --out_n_neurons {len(ordered)}."
+                f"The saved label encoder {save_path} maps class(es) {changed[:5]} to other outputs than the metadata "
+                f"now does, and the checkpoints next to it ({trained[-1].name}, ...) were trained with it. Use a new "
+                "--output_folder for the changed data, or restore the metadata the run was trained on."
             )
+        logger.warning(
+            "The saved label encoder %s does not match the metadata (class(es) %s changed); no checkpoint uses "
+            "it yet, so it is rebuilt.",
+            save_path,
+            changed[:5],
+        )
+    if len(ordered) > out_n_neurons:
         logger.warning(
             "The data has %d classes but the classifier only %d outputs: %s can never be predicted "
             "(they name true classes in the tables only).",
@@ -58,9 +82,9 @@ def build_label_encoder(manifest_paths, out_n_neurons, save_path=None, fewer_out
             out_n_neurons,
             [label for label, _ in ordered[out_n_neurons:]],
         )
-    use_targets = max(t for _, t in ordered) < out_n_neurons
-    for rank, (label, target) in enumerate(ordered):
-        encoder.enforce_label(label, target if use_targets else rank)
+    encoder = CategoricalEncoder()
+    for label, index in mapping.items():
+        encoder.enforce_label(label, index)
     encoder.expect_len(len(ordered))
     if save_path is not None:
         with atomic_path(save_path) as tmp:
@@ -113,6 +137,29 @@ def read_manifest(path, segment_s=None, segment_hop_s=None):
     return {clip: {**e, "clip_id": clip} for clip, e in entries.items()}
 
 
+SHORT_CLIP_FRACTION = 0.5  # a clip under this fraction of the recipe's length is mostly padding
+
+
+def warn_short_clips(entries, split, signal_length_s):
+    """Warn (once per split) about clips far shorter than the ``signal_length_s`` they are zero-padded to."""
+    short = {
+        clip: e["duration"]
+        for clip, e in entries.items()
+        if "duration" in e and "start_s" not in e and e["duration"] < SHORT_CLIP_FRACTION * signal_length_s
+    }
+    if short:
+        shown = ", ".join(f"{Path(entries[c]['wav']).name} ({d:.3g} s)" for c, d in list(short.items())[:5])
+        logger.warning(
+            "%d clip(s) of the %s split are far shorter than signal_length_s=%g s and are zero-padded to it: %s%s. "
+            "Check them, or remove their metadata rows.",
+            len(short),
+            split,
+            signal_length_s,
+            shown,
+            " ..." if len(short) > 5 else "",
+        )
+
+
 def classification_datasets(
     manifests, label_encoder, sample_rate, signal_length_s=None, segment_s=None, segment_hop_s=None
 ):
@@ -137,6 +184,13 @@ def classification_datasets(
     datasets = {}
     for split, path in manifests.items():
         entries = read_manifest(path, segment_s, segment_hop_s)
+        if not entries:
+            raise DataError(
+                f"The {split} split has no clips (manifest {path} is empty): the folds or split chosen for it "
+                f"(--{split}_fold_nums, or the data set's split options) hold no clips. Choose ones that do."
+            )
+        if signal_length_s:
+            warn_short_clips(entries, split, signal_length_s)
         segmented = all("start_s" in e for e in entries.values())
 
         @sb.utils.data_pipeline.takes("id")

@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 from common.errors import DataNotFoundError, IntegrityError
+from common.io import current_umask
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def download_file(url, dest, sha256=None, md5=None, timeout=60):
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())  # as open() would, not mkstemp's 0600
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             shutil.copyfileobj(resp, out, length=1 << 20)

@@ -11,8 +11,10 @@ and reused as long as their inputs (metadata, audio listing, folds) are the
 same.
 """
 
+import codecs
 import csv
 import hashlib
+import io
 import json
 import logging
 import os
@@ -43,11 +45,33 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
 
 # ----------------------------------------------------------------- metadata
+def _read_metadata_text(csv_path):
+    """The CSV's text: UTF-8, with a UTF-8 byte-order mark (as spreadsheet exports write) dropped and said so."""
+    raw = Path(csv_path).read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise DataError(
+            f"{csv_path} is UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8 "
+            "(in a spreadsheet: 'CSV UTF-8'; or `iconv -f UTF-16 -t UTF-8`)."
+        )
+    if raw.startswith(codecs.BOM_UTF8):
+        logger.warning("%s starts with a UTF-8 byte-order mark (BOM); it is ignored.", csv_path)
+        raw = raw[len(codecs.BOM_UTF8) :]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{csv_path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}; Latin-1 or "
+            "Windows-1252, perhaps). Re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 esc50.csv > fixed.csv`."
+        ) from exc
+
+
 def read_metadata(csv_path):
     """Read and validate ``meta/esc50.csv``; return a list of row dicts.
 
     Every row gets ``fold`` and ``target`` as ints. Raises DataError naming
-    the file, the row and the field for anything malformed.
+    the file, the row and the field for anything malformed: a non-integer,
+    negative or out-of-range value, a clip listed twice, text that is not UTF-8.
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -55,34 +79,50 @@ def read_metadata(csv_path):
             f"Metadata file {csv_path} not found. An ESC-50 data folder holds "
             "meta/esc50.csv and audio/*.wav, as in the official archive."
         )
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        if missing:
+    reader = csv.DictReader(io.StringIO(_read_metadata_text(csv_path), newline=""))
+    columns = reader.fieldnames or []
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise DataError(
+            f"{csv_path} lacks column(s) {missing} (has {columns}). The "
+            f"ESC-50 metadata needs at least {list(REQUIRED_COLUMNS)}."
+        )
+    rows, lines_of = [], {}
+    for line, row in enumerate(reader, start=2):
+        try:
+            row["fold"] = int(row["fold"])
+            row["target"] = int(row["target"])
+        except (TypeError, ValueError) as exc:
             raise DataError(
-                f"{csv_path} lacks column(s) {missing} (has {columns}). The "
-                f"ESC-50 metadata needs at least {list(REQUIRED_COLUMNS)}."
+                f"{csv_path}, line {line}: 'fold' and 'target' must be "
+                f"integers, got fold={row.get('fold')!r} "
+                f"target={row.get('target')!r}."
+            ) from exc
+        if row["fold"] not in VALID_FOLDS:
+            raise DataError(
+                f"{csv_path}, line {line}: fold {row['fold']} of {row['filename']} is not one of {list(VALID_FOLDS)}."
             )
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                row["fold"] = int(row["fold"])
-                row["target"] = int(row["target"])
-            except (TypeError, ValueError) as exc:
-                raise DataError(
-                    f"{csv_path}, line {line}: 'fold' and 'target' must be "
-                    f"integers, got fold={row.get('fold')!r} "
-                    f"target={row.get('target')!r}."
-                ) from exc
-            if row["fold"] not in VALID_FOLDS:
-                raise DataError(
-                    f"{csv_path}, line {line}: fold {row['fold']} of "
-                    f"{row['filename']} is not one of {list(VALID_FOLDS)}."
-                )
-            if not row["filename"] or not row["category"]:
-                raise DataError(f"{csv_path}, line {line}: empty filename or category.")
-            rows.append(row)
+        if row["target"] < 0:
+            raise DataError(
+                f"{csv_path}, line {line}: target {row['target']} of {row['filename']} is negative; class "
+                "targets are 0, 1, 2, ... (one per category)."
+            )
+        if not row["filename"] or not row["category"]:
+            raise DataError(f"{csv_path}, line {line}: empty filename or category.")
+        # Manifests are keyed by the file's stem: a second row of the same clip (or of a.wav and a.flac)
+        # would put one recording in two splits, or silently replace the first row.
+        lines_of.setdefault(Path(row["filename"]).stem, []).append((line, row["filename"]))
+        rows.append(row)
+    duplicated = {stem: found for stem, found in lines_of.items() if len(found) > 1}
+    if duplicated:
+        shown = "; ".join(
+            ", ".join(f"line {line} ({name})" for line, name in found) for found in list(duplicated.values())[:5]
+        )
+        raise DataError(
+            f"{csv_path} lists {len(duplicated)} clip(s) more than once: {shown}"
+            f"{' ...' if len(duplicated) > 5 else ''}. Each clip must have one row (one fold, one target); "
+            "remove the extra rows."
+        )
     if not rows:
         raise DataError(f"{csv_path} has no data rows.")
     categories = {}
@@ -120,13 +160,28 @@ def check_folds(train_fold_nums, valid_fold_nums, test_fold_nums):
 
 
 # ------------------------------------------------------------- verification
+SAMPLED_BYTES = 4096  # per place sampled in each audio file by the verification fingerprint
+
+
+def _sampled_content(path, size):
+    """A few KiB from the start, middle and end of a file: a changed header or a rewritten clip changes
+    them, even when the size and modification time were kept (a copy with ``cp -p``, a restore)."""
+    with open(path, "rb") as f:
+        parts = []
+        for offset in sorted({0, max(0, size // 2 - SAMPLED_BYTES // 2), max(0, size - SAMPLED_BYTES)}):
+            f.seek(offset)
+            parts.append(f.read(SAMPLED_BYTES))
+    return hashlib.sha256(b"".join(parts)).hexdigest()
+
+
 def _listing_signature(csv_path, audio_folder):
-    """A cheap fingerprint of the metadata and audio folder (names, sizes, mtimes)."""
+    """A cheap fingerprint of the metadata and audio folder (names, sizes, mtimes and sampled content)."""
     digest = hashlib.sha256(Path(csv_path).read_bytes())
     for entry in sorted(os.scandir(audio_folder), key=lambda e: e.name):
         if entry.is_file():
             st = entry.stat()
-            digest.update(f"{entry.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+            content = _sampled_content(entry.path, st.st_size)
+            digest.update(f"{entry.name}:{st.st_size}:{st.st_mtime_ns}:{content};".encode())
     return digest.hexdigest()
 
 
@@ -143,6 +198,14 @@ def verify_esc50(data_folder, audio_folder=None, decode=True):
         raise DataNotFoundError(f"Audio folder {audio_folder} not found; expected audio/*.wav next to meta/esc50.csv.")
     on_disk = {p.name for p in audio_folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS}
     listed = {row["filename"] for row in rows}
+    unsupported = sorted(n for n in listed - on_disk if (audio_folder / n).is_file())
+    if unsupported:
+        shown = ", ".join(unsupported[:5]) + (" ..." if len(unsupported) > 5 else "")
+        raise DataError(
+            f"{len(unsupported)} file(s) listed in {data_folder / 'meta' / 'esc50.csv'} are in {audio_folder} but "
+            f"not in a format the recipes read ({', '.join(AUDIO_EXTENSIONS)}): {shown}. Convert them (e.g. "
+            "`ffmpeg -i clip.mp3 clip.wav`) and rename them in the metadata."
+        )
     missing = sorted(listed - on_disk)
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -301,6 +364,13 @@ def prepare_esc50(
         except ValueError:
             pass
     rows = read_metadata(csv_path)
+    present = sorted({row["fold"] for row in rows})
+    for split, split_folds in zip(("train", "valid", "test"), folds, strict=True):
+        if not any(row["fold"] in split_folds for row in rows):  # before any manifest is written
+            raise DataError(
+                f"The {split} split ({split}_fold_nums={list(split_folds)}) has no clips: {csv_path} has rows "
+                f"in fold(s) {present} only. Set --{split}_fold_nums to folds that hold clips."
+            )
     for path, split_folds in zip(outputs, folds, strict=True):
         atomic_write_json(path, _manifest_entries(rows, audio_folder, split_folds))
     atomic_write_json(stamp, fingerprint)

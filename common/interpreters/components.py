@@ -23,6 +23,10 @@ given) or ``noise`` (Gaussian noise with the clip's mean and standard
 deviation, seeded).
 """
 
+import contextlib
+import difflib
+import inspect
+
 import numpy as np
 import torch
 
@@ -42,6 +46,19 @@ def _check_count(name, n, size, axis):
     if not 1 <= int(n) <= size:
         raise ConfigError(f"{name}={n} must be between 1 and the {size} {axis} of X; lower it in the hparams")
     return int(n)
+
+
+def _unknown_name(field, name, valid):
+    """A ConfigError: ``name`` is not one of ``valid``; the closest valid name suggested."""
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"{field} {name!r} is unknown.{hint} Valid: {sorted(valid)}")
+
+
+def _check_option_names(owner, options, valid):
+    unknown = [key for key in options if key not in valid]
+    if unknown:
+        raise _unknown_name(f"{owner} option", unknown[0], valid)
 
 
 def _equal_parts(size, n, device):
@@ -130,21 +147,29 @@ class Superpixels(Components):
             )
         self.algorithm = algorithm
         self.seed = int(seed)
+        # a misspelled option fails now, not inside scikit-image at the first clip (without scikit-image,
+        # its ImportError still comes at the first clip)
+        with contextlib.suppress(ImportError):
+            passed_here = {"image", "rng", "channel_axis"}  # segment_image's own arguments
+            valid = [p for p in inspect.signature(self._function()).parameters if p not in passed_here]
+            _check_option_names(f"superpixels ({algorithm})", options, [*valid, "algorithm", "seed"])
         self.options = {**SUPERPIXEL_DEFAULTS[algorithm], **options}
 
-    def segment_image(self, image):
-        """(T, F) numpy image in [0, 1] -> (T, F) int labels 0..K-1."""
+    def _function(self):
         try:
             from skimage import segmentation
         except ImportError as exc:
             raise ImportError("superpixel components need scikit-image: pip install scikit-image") from exc
+        return getattr(segmentation, self.algorithm)
+
+    def segment_image(self, image):
+        """(T, F) numpy image in [0, 1] -> (T, F) int labels 0..K-1."""
+        function = self._function()
         if self.algorithm == "quickshift":
             rgb = np.repeat(image[..., None], 3, axis=-1)
-            labels = segmentation.quickshift(rgb, rng=self.seed, **self.options)
-        elif self.algorithm == "slic":
-            labels = segmentation.slic(image, channel_axis=None, **self.options)
-        else:
-            labels = segmentation.felzenszwalb(image, channel_axis=None, **self.options)
+            labels = function(rgb, rng=self.seed, **self.options)
+        else:  # slic, felzenszwalb
+            labels = function(image, channel_axis=None, **self.options)
         return np.unique(labels, return_inverse=True)[1].reshape(image.shape)
 
     def segment(self, X):
@@ -169,8 +194,39 @@ def make_components(components, options=None):
     if isinstance(components, Components):
         return components
     if components not in COMPONENTS:
-        raise ConfigError(f"components {components!r} is unknown; set `components:` to one of {sorted(COMPONENTS)}")
-    return COMPONENTS[components](**(options or {}))
+        raise _unknown_name("components", components, COMPONENTS)
+    cls, options = COMPONENTS[components], dict(options or {})
+    parameters = inspect.signature(cls).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):  # Superpixels checks its own
+        _check_option_names(f"{components} (component_options)", options, list(parameters))
+    return cls(**options)
+
+
+def component_options_for(options_by_kind, components):
+    """The options of kind ``components`` in a ``component_options: {kind: {...}}`` mapping (hparams' wiring).
+
+    Unknown kinds, as ``components`` or as keys of the mapping, are ConfigErrors listing the valid ones;
+    a kind absent from a non-empty mapping too (its options were most likely meant for it).
+    """
+    if isinstance(components, Components):
+        return None
+    if components not in COMPONENTS:
+        raise _unknown_name("components", components, COMPONENTS)
+    if not options_by_kind:
+        return None
+    if not isinstance(options_by_kind, dict):
+        raise ConfigError(
+            f"component_options must map a kind to its options, e.g. {{{components}: {{...}}}}, got {options_by_kind!r}"
+        )
+    for kind in options_by_kind:
+        if kind not in COMPONENTS:
+            raise _unknown_name("component_options kind", kind, COMPONENTS)
+    if components not in options_by_kind:
+        raise ConfigError(
+            f"component_options has options for {sorted(options_by_kind)} but none for components {components!r}; "
+            f"add `{components}: {{...}}` to it (or {{}} for the defaults), or set `components:` to one of those"
+        )
+    return options_by_kind[components]
 
 
 def n_components(components):
@@ -180,6 +236,15 @@ def n_components(components):
 
 # -- baselines -----------------------------------------------------------------
 BASELINES = ("silence", "zeros", "minimum", "mean", "noise")
+
+
+def check_baseline(name, field="baseline"):
+    """Refuse a baseline that is neither a number nor a known name when it is set, not at the first clip."""
+    if isinstance(name, int | float) and not isinstance(name, bool) or name in BASELINES:
+        return name
+    close = difflib.get_close_matches(str(name), BASELINES, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"{field} {name!r} is unknown.{hint} Use a number or one of {list(BASELINES)}.")
 
 
 def component_means(X, components):
@@ -216,7 +281,8 @@ def make_baseline(name, X, components=None, seed=0, classifier=None):
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         noise = torch.randn(X.shape, generator=generator, dtype=X.dtype).to(X.device)
         return X.mean(dim=dims, keepdim=True) + X.std(dim=dims, keepdim=True) * noise
-    raise ConfigError(f"baseline {name!r} is unknown; set `baseline:` to a number or one of {list(BASELINES)}")
+    check_baseline(name)
+    raise AssertionError(name)  # check_baseline refused it
 
 
 # -- listenable output ------------------------------------------------------------

@@ -46,7 +46,7 @@ from torch import nn
 
 from common.errors import ConfigError
 from common.interpreters.base import Interpreter
-from common.interpreters.components import check_spectrogram, make_baseline
+from common.interpreters.components import check_baseline, check_spectrogram, make_baseline
 from common.models.classifier import as_targets
 from common.models.hooks import eval_mode
 from common.registry import INTERPRETERS
@@ -282,7 +282,7 @@ class _ShapInterpreter(CaptumInterpreter):
         super().__init__(classifier)
         if len(baselines) < 2:
             raise ConfigError(f"{type(self).__name__} needs a distribution of at least 2 baselines, got {baselines}")
-        self.baselines = list(baselines)
+        self.baselines = [check_baseline(b, "shap_baselines entry") for b in baselines]
         self.seed = int(seed)
 
     def baseline_distribution(self, clip):

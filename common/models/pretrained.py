@@ -121,6 +121,20 @@ def check_state_dict_fits(module, state_dict, source):
         )
 
 
+def load_state_file(path, fix, shown=None):
+    """``torch.load`` of a state-dict file; a file that cannot be read (truncated, not a torch file) is a
+    CheckpointError naming it (``shown``, where the user knows it by another name) and ``fix``."""
+    from common.training.checkpoints import short_reason
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"Checkpoint file {shown or path} cannot be read ({short_reason(exc)}): it is damaged (e.g. truncated "
+            f"by an interrupted copy or download) or not a torch state dict. {fix}"
+        ) from exc
+
+
 def load_speechbrain_params(module, path_or_hub, collect_in, name="embedding_model", flag="--use_pretrained 0"):
     """Load a SpeechBrain ``.ckpt`` (hub ``owner/repo/file.ckpt`` or local path) into ``module``."""
     from speechbrain.utils.parameter_transfer import Pretrainer
@@ -140,7 +154,8 @@ def load_speechbrain_params(module, path_or_hub, collect_in, name="embedding_mod
             raise CheckpointError(f"Could not read checkpoint {path_or_hub}: {exc}") from exc
         raise HubUnavailableError(_offline_hint(path_or_hub, flag)) from exc
     ckpt = Path(collect_in) / f"{name}.ckpt"
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    fix = "Replace it with a good copy" + ("." if local else " (delete the hub cache entry to download it again).")
+    state = load_state_file(ckpt, fix, shown=path_or_hub if local else f"{path_or_hub} (collected in {ckpt})")
     check_state_dict_fits(module, state, path_or_hub)
     module.load_state_dict(state)
     logger.info("Loaded %s from %s", name, path_or_hub)
@@ -184,11 +199,12 @@ def load_transformers_weights(module, hub_id, flag="--use_pretrained 0"):
 
 def best_checkpoint_dir(save_folder, key="acc", maximize=True):
     """A recipe's best checkpoint folder (highest ``key``, or lowest unless ``maximize``), or None."""
-    from speechbrain.utils.checkpoints import Checkpointer
+    from common.training.checkpoints import AtomicCheckpointer
 
     if not Path(save_folder).is_dir():
         return None
-    finder = Checkpointer(str(save_folder)).find_checkpoint
+    # only reading another run's folder: damaged CKPT.yaml skipped with a warning, its staging left alone
+    finder = AtomicCheckpointer(str(save_folder), clean_staging=False).find_checkpoint
     ckpt = finder(max_key=key) if maximize else finder(min_key=key)
     return None if ckpt is None else ckpt.path
 

@@ -51,7 +51,8 @@ class CpuDistributedMixin:
 
 class EvaluateBestCheckpointMixin:
     """Evaluation starts from the best checkpoint by the logged key, and says which;
-    with none saved, a clear error instead of silently evaluating untrained weights."""
+    with none saved, a clear error instead of silently evaluating untrained weights. A damaged best is a
+    CheckpointError naming the file (AtomicCheckpointer.recover_if_possible), not a silent second best."""
 
     def on_evaluate_start(self, max_key=None, min_key=None):
         ckpt = self.checkpointer.find_checkpoint(max_key=max_key, min_key=min_key)

@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import yaml
-from speechbrain.utils.checkpoints import Checkpointer
 
 from common.io import atomic_write_text
 from common.recipe import REPO
+from common.training.checkpoints import AtomicCheckpointer
 
 DEFAULT_TEMPLATE = REPO / "recipes" / "ESC50" / "interpret" / "hparams" / "inference_piq.yaml"
 
@@ -39,7 +39,8 @@ def export_interpreter(run_folder, out_dir, template=DEFAULT_TEMPLATE):
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "hyperparams.yaml", text)
-    best = Checkpointer(str(run_folder / "save")).find_checkpoint(min_key=values.get("best_checkpoint_key", "loss"))
+    finder = AtomicCheckpointer(str(run_folder / "save"), clean_staging=False)  # skips a damaged CKPT.yaml
+    best = finder.find_checkpoint(min_key=values.get("best_checkpoint_key", "loss"))
     if best is None:
         raise FileNotFoundError(f"No interpreter checkpoint in {run_folder / 'save'}; train the interpreter first.")
     for ckpt in best.path.glob("*.ckpt"):
