@@ -81,8 +81,8 @@ HPARAM_RULES = {
         ("batch_size", "number_of_epochs", "sample_rate", "out_n_neurons", "n_fft"),
         POSITIVE_INT,
     ),
-    **dict.fromkeys(("n_mels", "ckpt_keep", "n_examples", "curve_steps"), POSITIVE_INT),
-    **dict.fromkeys(("num_workers", "ckpt_interval_steps", "seed", "split_seed"), COUNT),
+    **dict.fromkeys(("n_mels", "ckpt_keep", "curve_steps"), POSITIVE_INT),
+    **dict.fromkeys(("num_workers", "ckpt_interval_steps", "seed", "split_seed", "n_examples"), COUNT),
     **dict.fromkeys(("lr", "base_lr", "signal_length_s", "segment_s", "segment_hop_s"), POSITIVE),
     **dict.fromkeys(("lr_half_cycle_epochs", "hop_length", "win_length"), POSITIVE),  # ms in SpeechBrain's STFT
     "weight_decay": Rule(float, 0),

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lowest first: a module may import its own layer and the ones before it, never a later one.
 # Every module of ``common`` must fall in one of them (a new top-level module needs a place here).
 LAYERS = [
-    ("utilities", ("common", "common.io", "common.errors", "common.registry", "common.recipe")),
+    ("utilities", ("common", "common.io", "common.errors", "common.registry", "common.recipe", "common.checkpoints")),
     ("data", ("common.data",)),
     ("features", ("common.features",)),
     ("models", ("common.models",)),

@@ -10,8 +10,8 @@ import pytest
 import torch
 from speechbrain.utils.epoch_loop import EpochCounter
 
+from common.checkpoints import STAGING_PREFIX, AtomicCheckpointer
 from common.errors import AudioError, CheckpointError, CheckpointNotFoundError, HubUnavailableError
-from common.training.checkpoints import STAGING_PREFIX, AtomicCheckpointer
 from tests.conftest import CLASSIFICATION, TINY_OVERRIDES, run_recipe
 
 

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from common.data.datasets import build_label_encoder, classification_datasets
-from common.data.esc50 import ensure_esc50, is_verified, mark_verified, prepare_esc50, read_metadata
+from common.data.esc50 import VERIFIED_MARKER, ensure_esc50, is_verified, mark_verified, prepare_esc50, read_metadata
 from common.errors import AudioError, DataError
 from common.io import atomic_write_json, atomic_write_text
 from tests.conftest import CLASSIFICATION, copy_dataset, run_recipe
@@ -35,7 +35,9 @@ def write_rows(data, rows, encoding="utf-8"):
 
 @pytest.fixture
 def data(synthetic_data, tmp_path):
-    return copy_dataset(synthetic_data, tmp_path / "data")
+    folder = copy_dataset(synthetic_data, tmp_path / "data")
+    (folder / VERIFIED_MARKER).unlink(missing_ok=True)  # as verified by earlier tests: start unverified
+    return folder
 
 
 # -- 1. a clip listed twice --------------------------------------------------------------------------

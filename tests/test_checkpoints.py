@@ -4,7 +4,7 @@ import pytest
 import torch
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
-from common.training.checkpoints import STAGING_PREFIX, AtomicCheckpointer
+from common.checkpoints import STAGING_PREFIX, AtomicCheckpointer
 
 
 @register_checkpoint_hooks

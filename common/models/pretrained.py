@@ -124,7 +124,7 @@ def check_state_dict_fits(module, state_dict, source):
 def load_state_file(path, fix, shown=None):
     """``torch.load`` of a state-dict file; a file that cannot be read (truncated, not a torch file) is a
     CheckpointError naming it (``shown``, where the user knows it by another name) and ``fix``."""
-    from common.training.checkpoints import short_reason
+    from common.checkpoints import short_reason
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -199,7 +199,7 @@ def load_transformers_weights(module, hub_id, flag="--use_pretrained 0"):
 
 def best_checkpoint_dir(save_folder, key="acc", maximize=True):
     """A recipe's best checkpoint folder (highest ``key``, or lowest unless ``maximize``), or None."""
-    from common.training.checkpoints import AtomicCheckpointer
+    from common.checkpoints import AtomicCheckpointer
 
     if not Path(save_folder).is_dir():
         return None

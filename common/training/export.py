@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
+from common.checkpoints import AtomicCheckpointer
 from common.io import atomic_write_text
 from common.recipe import REPO
-from common.training.checkpoints import AtomicCheckpointer
 
 DEFAULT_TEMPLATE = REPO / "recipes" / "ESC50" / "interpret" / "hparams" / "inference_piq.yaml"
 
