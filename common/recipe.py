@@ -31,7 +31,14 @@ def load_hparams(hparams_file, overrides=""):
     """
     try:
         with open(hparams_file, encoding="utf-8") as fin:
-            return load_hyperpyyaml(fin, overrides)
+            hparams = load_hyperpyyaml(fin, overrides)
+        if isinstance(hparams, dict) and hparams.get("precision") == "auto":
+            # SpeechBrain's Brain takes the run option from here (unless --precision is given); resolved as the
+            # file loads, so that a Brain built from it in any way gets a precision it knows
+            import torch
+
+            hparams["precision"] = auto_precision("cuda" if torch.cuda.is_available() else "cpu")
+        return hparams
     except FileNotFoundError as exc:
         if exc.filename in (None, str(hparams_file)):
             raise DataError(f"Hparams file {hparams_file} not found.") from exc
@@ -114,7 +121,7 @@ OPTIONAL_HPARAMS = {
     "pretrained_audioprotopnet", "pretrained_classifier", "pretrained_classifier_files",
     "pretrained_nmf_files", "segment_hop_s", "segment_s", "signal_length_s", "skip_manifest_creation",
     "split", "split_ratios", "split_seed", "subspace_dim", "test_configs", "test_only", "test_split",
-    "trust_remote_code", "use_pretrained", "valid_metrics", "valid_split",
+    "trust_remote_code", "use_pretrained", "valid_metrics", "valid_split", "channels_last", "cache_audio",
 }  # fmt: skip
 
 
@@ -252,6 +259,16 @@ def one_checkpoint_interval(run_opts, hparams):
         if wanted in given and other not in given and run_opts[wanted] and hparams.get(other):
             logger.info("--%s given: the hparams' %s=%s is not used.", wanted, other, hparams[other])
             hparams[other] = 0  # SpeechBrain's Brain takes a run option not given on the command line from here
+
+
+def auto_precision(device):
+    """``precision: auto``: bf16 autocast where the hardware runs bf16 natively (a CPU with AVX512-BF16 or
+    AMX, a GPU that supports it), else fp16 on a GPU, else fp32. Emulated bf16 is slower than fp32."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
 
 
 def setup_experiment(argv=None):

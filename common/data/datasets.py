@@ -161,25 +161,38 @@ def warn_short_clips(entries, split, signal_length_s):
 
 
 def classification_datasets(
-    manifests, label_encoder, sample_rate, signal_length_s=None, segment_s=None, segment_hop_s=None
+    manifests, label_encoder, sample_rate, signal_length_s=None, segment_s=None, segment_hop_s=None, cache_audio=False
 ):
     """One DynamicItemDataset per split with ``sig``, ``class_string_encoded`` and ``clip_id``.
 
     ``manifests``: mapping split name -> JSON manifest path. Segment entries
     are read from their start for their duration (padded or cropped to
     ``signal_length_s`` when given); see ``read_manifest`` for ``segment_s``.
+    ``cache_audio``: decode and resample each clip once, and keep it in memory for the later epochs
+    (ESC-50 at 16 kHz: about 640 MB; per data-loader worker when ``num_workers`` > 0).
     """
+    cache = {} if cache_audio else None
+
+    def loaded(key, load):
+        if cache is None:
+            return load()
+        if key not in cache:
+            cache[key] = load()
+        return cache[key]  # the batch is collated into a new tensor, so augmentation never changes this one
 
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
-        return load_audio(wav, sample_rate, length_s=signal_length_s)
+        return loaded(wav, lambda: load_audio(wav, sample_rate, length_s=signal_length_s))
 
     @sb.utils.data_pipeline.takes("wav", "start_s", "duration_s")
     @sb.utils.data_pipeline.provides("sig")
     def segment_pipeline(wav, start_s, duration_s):
         length_s = signal_length_s or duration_s  # a segment running past the clip's end is zero-padded
-        return load_audio(wav, sample_rate, length_s=length_s, start_s=start_s, duration_s=duration_s)
+        return loaded(
+            (wav, start_s, duration_s),
+            lambda: load_audio(wav, sample_rate, length_s=length_s, start_s=start_s, duration_s=duration_s),
+        )
 
     datasets = {}
     for split, path in manifests.items():

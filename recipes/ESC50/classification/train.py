@@ -45,7 +45,13 @@ def main(argv=None):
         list(manifests.values()), hparams["out_n_neurons"], f"{hparams['save_folder']}/label_encoder.txt"
     )
     hparams["label_encoder"] = label_encoder
-    datasets = classification_datasets(manifests, label_encoder, hparams["sample_rate"], hparams["signal_length_s"])
+    datasets = classification_datasets(
+        manifests,
+        label_encoder,
+        hparams["sample_rate"],
+        hparams["signal_length_s"],
+        cache_audio=hparams.get("cache_audio", False),
+    )
 
     brain = build_brain(ESC50Brain, hparams, run_opts)
     if not hparams["test_only"] and hparams["use_pretrained"] and hparams["checkpointer"].find_checkpoint() is None:
