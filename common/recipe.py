@@ -137,6 +137,8 @@ def known_hparams():
 def check_unknown_keys(hparams_file):
     """A key of the file that no recipe reads and nothing in the file refers to (``!ref <key>``) is a
     misspelling: refuse it, naming the closest known keys. (A key of one's own is fine once it is used.)"""
+    if not (REPO / "recipes").is_dir():  # an installed copy without the recipes knows no recipe's keys
+        return
     text = Path(hparams_file).read_text(encoding="utf-8")
     used = set(re.findall(r"<([A-Za-z_][A-Za-z0-9_]*)", text))
     known = known_hparams()
