@@ -104,3 +104,97 @@ def test_benchmark_training_reports_every_row_with_ratios_against_speechbrain(sy
     cells = {ln.split(" | ")[1]: ln.split(" | ") for ln in lines}
     assert float(cells["speechbrain fp32"][3]) == 1.0  # the baseline's own ratio
     assert all(float(c[2]) > 0 and float(c[4]) > 0 for c in cells.values())  # clips/s and peak RSS measured
+
+
+def _interpreter_brain(tmp_path, channels_last=False, cache=True):
+    from common.training.interpreter_brains import PIQBrain
+    from tests.conftest import INTERPRET
+
+    hparams = load_hparams(
+        INTERPRET / "hparams" / "piq_logmel_cnn.yaml",
+        {
+            "data_folder": str(tmp_path),
+            "output_folder": str(tmp_path / "out"),
+            "out_n_neurons": 2,
+            "signal_length_s": 1.0,
+            "cache_classifier_outputs": cache,
+        },
+    )
+    hparams["channels_last"] = channels_last
+    manifest = _manifest(tmp_path)
+    hparams["label_encoder"] = build_label_encoder([manifest], 2)
+    data = classification_datasets({"train": manifest}, hparams["label_encoder"], 16000, 1.0)["train"]
+    brain = build_brain(PIQBrain, hparams, {"device": "cpu", "precision": "fp32"})
+    return brain, data
+
+
+def _batches(brain, data):
+    import speechbrain as sb
+
+    return list(brain.make_dataloader(data, stage=sb.Stage.TRAIN, batch_size=2, shuffle=False))
+
+
+def test_the_frozen_classifier_runs_once_per_clip_and_its_cached_outputs_are_what_it_computes(tmp_path):
+    import speechbrain as sb
+
+    brain, data = _interpreter_brain(tmp_path)
+    brain.on_fit_start()
+    classifier = brain.hparams.classifier
+    calls = []
+    real = classifier.features
+    classifier.features = lambda wavs: calls.append(len(wavs)) or real(wavs)
+    first = [brain.classifier_outputs(b, sb.Stage.TRAIN) for b in _batches(brain, data)]
+    second = [brain.classifier_outputs(b, sb.Stage.TRAIN) for b in _batches(brain, data)]  # the next epoch
+    assert sum(calls) == 3  # three clips, each through the classifier once over both epochs
+    for a, b in zip(first, second, strict=True):
+        assert torch.allclose(a.X, b.X) and torch.allclose(a.logits, b.logits) and torch.allclose(a.hidden, b.hidden)
+    uncached, _ = _interpreter_brain(tmp_path / "u", cache=False)
+    uncached.on_fit_start()
+    uncached.hparams.classifier.load_state_dict(classifier.state_dict())
+    fresh = [uncached.classifier_outputs(b, sb.Stage.TRAIN) for b in _batches(uncached, data)]
+    assert all(torch.allclose(a.hidden, b.hidden, atol=1e-6) for a, b in zip(second, fresh, strict=True))
+
+
+def test_channels_last_also_reaches_the_frozen_classifier_an_interpreter_explains(tmp_path):
+    brain, _ = _interpreter_brain(tmp_path, channels_last=True)
+    weights = [p for p in brain.hparams.classifier.parameters() if p.ndim == 4]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    plain, _ = _interpreter_brain(tmp_path / "p")
+    assert not all(
+        p.is_contiguous(memory_format=torch.channels_last) for p in plain.hparams.classifier.parameters() if p.ndim == 4
+    )
+
+
+def test_benchmark_training_times_interpreter_training_against_speechbrains_loop(synthetic_data, tmp_path):
+    table = tmp_path / "table.md"
+    rows = "speechbrain fp32,+ classifier-output cache,floor fp32"
+    cmd = [sys.executable, "tools/benchmark_training.py", "--data_folder", str(synthetic_data), "--models", "none"]
+    cmd += ["--interpreters", "lmac", "--batch_size", "2", "--batches", "1", "--out_n_neurons", "3"]
+    cmd += ["--emb_dim", "8", "--output", str(table), "--rows", rows]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in table.read_text().splitlines() if ln.startswith("| lmac (conv2d)")]
+    assert [ln.split(" | ")[1] for ln in lines] == rows.split(",")
+    assert float(lines[0].split(" | ")[3]) == 1.0 and all(float(ln.split(" | ")[2]) > 0 for ln in lines)
+
+
+def test_quickstart_features_lmac_trained_and_compares_it_with_piq_on_its_leaderboard(tmp_path, capsys):
+    """The quickstart end to end at a tiny size: the featured interpreter is trained and scored against the
+    known events, and the leaderboard holds both trained interpreters beside the controls."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quickstart", REPO / "tools" / "quickstart.py")
+    quickstart = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quickstart)
+    out = tmp_path / "qs"
+    argv = ["--output_folder", str(out), "--n_classes", "2", "--clips_per_class", "5", "--duration_s", "1.0"]
+    argv += ["--epochs", "1", "--lmac_epochs", "2", "--piq_epochs", "1", "--leaderboard_clips", "2"]
+    quickstart.main(argv)
+    printed = capsys.readouterr().out
+    assert "L-MAC interpretation metrics" in printed and "PIQ interpretation metrics" in printed
+    log = (out / "lmac" / "train_log.txt").read_text()
+    assert "epoch: 2" in log and "valid localization_auc" in log and "valid fid_in" not in log  # cheap validation
+    results = json.loads((out / "lmac" / "test_results.json").read_text())
+    assert 0.0 <= results["localization_auc"] <= 1.0 and "deletion_auc" in results  # the full suite at test
+    assert list((out / "lmac" / "interpretations").glob("*/explanation.png"))
+    board = (out / "leaderboard" / "leaderboard.md").read_text()
+    assert all(label in board for label in ("L-MAC", "PIQ", "input magnitude (control)"))

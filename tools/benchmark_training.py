@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Classifier training speed and memory: SpeechBrain's own loop, this toolkit lever by lever, and the floor.
+"""Training speed and memory: SpeechBrain's own loop, this toolkit lever by lever, and the floor.
 
     python tools/benchmark_training.py --data_folder ESC10 [--models conv2d,cnn14 --batch_size 16 --batches 3]
+    python tools/benchmark_training.py --data_folder ESC10 --models none --interpreters piq,lmac,l2i --batch_size 8
 
 Every row trains the same modules (the recipe's hparams file at its default size, fresh weights) with the
 same optimiser and batch size on the same real clips, in its own process (so its peak resident memory is
@@ -16,6 +17,14 @@ its own), and times ``--batches`` training batches after one warm-up batch, data
   recipes' ``precision: auto``), ``torch.compile``;
 - ``floor ...``: forward + backward + optimiser step of the same modules alone, on a batch already in
   memory, in fp32 and with the levers that change the arithmetic.
+
+Interpreters (``--interpreters``: PIQ, L-MAC, L2I, each its recipe's hparams file for the conv2d classifier
+at its default size, classifier and interpreter freshly initialised) get the same rows, with the levers of
+interpreter training: ``speechbrain`` runs its PIQ / L-MAC / L2I recipes' step (the frozen classifier run on
+every batch, then the interpreter's loss terms, fp32) in a plain ``speechbrain.Brain`` on its data pipeline;
+the toolkit rows are the recipe's Brain, first without the frozen classifier's output cache, then with it (its
+steady state), then channels-last and bf16; the floor is the interpreter's step alone on frozen outputs
+already in memory (L-MAC's includes the classifier passes on the masked inputs, which its loss needs).
 
 Ratios are against the ``speechbrain`` row of the same model, measured in the same run.
 """
@@ -32,6 +41,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSIFICATION = REPO / "recipes" / "ESC50" / "classification"
+INTERPRET = REPO / "recipes" / "ESC50" / "interpret"
 
 # (name, kind, levers): each row adds one lever to the one above it
 ROWS = [
@@ -44,6 +54,21 @@ ROWS = [
     ("floor fp32", "floor", {}),
     ("floor bf16 + channels-last", "floor", {"channels_last": True, "precision": "bf16"}),
 ]
+INTERPRETER_ROWS = [
+    ("speechbrain fp32", "speechbrain", {}),
+    ("toolkit fp32 (no levers)", "toolkit", {}),
+    ("+ classifier-output cache", "toolkit", {"frozen_cache": True}),
+    ("+ channels-last", "toolkit", {"frozen_cache": True, "channels_last": True}),
+    ("+ bf16 autocast", "toolkit", {"frozen_cache": True, "channels_last": True, "precision": "bf16"}),
+    ("floor fp32", "floor", {}),
+    ("floor bf16 + channels-last", "floor", {"channels_last": True, "precision": "bf16"}),
+]
+# each interpreter: its recipe's hparams file for the conv2d classifier, and where its Brain lives
+INTERPRETERS = {
+    "piq": ("piq.yaml", "common.training.interpreter_brains:PIQBrain"),
+    "lmac": ("lmac_conv2d.yaml", "common.training.interpreter_brains:LMACBrain"),
+    "l2i": ("l2i_conv2d.yaml", "recipes/ESC50/interpret/train_l2i.py:L2IBrain"),
+}
 
 
 def peak_rss_mb():
@@ -83,70 +108,12 @@ def load_recipe(model, args, work, levers):
 
 def run_row(args):
     """One row, in this process: prints ``RESULT {json}``."""
-    import speechbrain as sb
-    import torch
-
-    from common.data.datasets import build_label_encoder, classification_datasets
-    from common.training.classifier import build_brain
-
     levers = json.loads(args.levers)
     work = Path(args.work)
-    subset = work / "train_subset.json"
-    hparams = load_recipe(args.model, args, work / args.kind, levers)
-    encoder = build_label_encoder([subset], args.out_n_neurons)
-    hparams["label_encoder"] = encoder
-    run_opts = {"device": "cpu", "precision": levers.get("precision", "fp32"), "noprogressbar": True}
-    if levers.get("compile"):
-        run_opts.update(compile=True, compile_module_keys=["model"])
-
-    if args.kind == "floor":
-        model = hparams["modules"]["model"]
-        if levers.get("channels_last"):
-            model.to(memory_format=torch.channels_last)
-        optimizer = hparams["opt_class"](model.parameters())
-        data = classification_datasets({"train": subset}, encoder, hparams["sample_rate"], hparams["signal_length_s"])
-        clips = [data["train"][i] for i in range(args.batch_size)]
-        wavs = torch.stack([c["sig"] for c in clips])
-        targets = torch.cat([c["class_string_encoded"] for c in clips])
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(levers.get("precision"), None)
-        model.train()
-
-        def step(batch=None):
-            optimizer.zero_grad()
-            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                scores = model(wavs, head_scores=True)
-                loss = hparams["compute_cost"](scores.unsqueeze(1), targets.unsqueeze(1))
-            loss.backward()
-            optimizer.step()
-
-        batches = [None] * (args.batches + 1)
+    if args.interpreter:
+        step, batches = interpreter_row(args, levers, work)
     else:
-        if args.kind == "speechbrain":
-            dataset = speechbrain_dataset(subset, encoder, hparams)
-            brain = build_brain(speechbrain_brain_class(), hparams, run_opts)
-        else:
-            brain_class = recipe_brain()
-            dataset = classification_datasets(
-                {"train": subset},
-                encoder,
-                hparams["sample_rate"],
-                hparams["signal_length_s"],
-                cache_audio=bool(levers.get("cache")),
-            )["train"]
-            brain = build_brain(brain_class, hparams, run_opts)
-        brain.on_fit_start()
-        brain.on_stage_start(sb.Stage.TRAIN, 1)
-        brain.modules.train()
-        options = {**hparams["dataloader_options"], "shuffle": False}
-        loader = brain.make_dataloader(dataset, stage=sb.Stage.TRAIN, **options)
-        if levers.get("cache"):
-            for _ in loader:  # the first epoch fills the cache; the rows time the epochs after it
-                pass
-        batches = list(loader)[: args.batches + 1] if levers.get("cache") else loader
-
-        def step(batch):
-            brain.fit_batch(batch)
-
+        step, batches = classifier_row(args, levers, work)
     iterator = iter(batches)
     step(next(iterator))  # warm-up (and compilation)
     start = time.perf_counter()
@@ -160,11 +127,182 @@ def run_row(args):
     print("RESULT " + json.dumps({"clips_per_s": n * args.batch_size / seconds, "peak_rss_mb": peak_rss_mb()}))
 
 
+def run_options(levers):
+    run_opts = {"device": "cpu", "precision": levers.get("precision", "fp32"), "noprogressbar": True}
+    if levers.get("compile"):
+        run_opts.update(compile=True, compile_module_keys=["model"])
+    return run_opts
+
+
+def autocast(levers):
+    """The floor's autocast context: bf16 / fp16 as the row's precision, else off."""
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(levers.get("precision"), None)
+    return torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def brain_batches(brain, dataset, hparams, n_batches, warm=None):
+    """The row's training batches: the loader itself, or (``warm``: a function of a batch that fills a cache,
+    run over one whole pass first) the first ``n_batches`` + 1 of the pass after it."""
+    import speechbrain as sb
+
+    brain.on_fit_start()
+    brain.on_stage_start(sb.Stage.TRAIN, 1)
+    brain.modules.train()
+    options = {**hparams["dataloader_options"], "shuffle": False}
+    loader = brain.make_dataloader(dataset, stage=sb.Stage.TRAIN, **options)
+    if warm is None:
+        return loader
+    for batch in loader:  # the first epoch fills the cache; the rows time the epochs after it
+        warm(batch)
+    return list(loader)[: n_batches + 1]
+
+
+def classifier_row(args, levers, work):
+    """(step, batches) of a classifier row."""
+    import torch
+
+    from common.data.datasets import build_label_encoder, classification_datasets
+    from common.training.classifier import build_brain
+
+    subset = work / "train_subset.json"
+    hparams = load_recipe(args.model, args, work / args.kind, levers)
+    encoder = build_label_encoder([subset], args.out_n_neurons)
+    hparams["label_encoder"] = encoder
+    run_opts = run_options(levers)
+
+    if args.kind == "floor":
+        model = hparams["modules"]["model"]
+        if levers.get("channels_last"):
+            model.to(memory_format=torch.channels_last)
+        optimizer = hparams["opt_class"](model.parameters())
+        data = classification_datasets({"train": subset}, encoder, hparams["sample_rate"], hparams["signal_length_s"])
+        clips = [data["train"][i] for i in range(args.batch_size)]
+        wavs = torch.stack([c["sig"] for c in clips])
+        targets = torch.cat([c["class_string_encoded"] for c in clips])
+        model.train()
+
+        def step(batch=None):
+            optimizer.zero_grad()
+            with autocast(levers):
+                scores = model(wavs, head_scores=True)
+                loss = hparams["compute_cost"](scores.unsqueeze(1), targets.unsqueeze(1))
+            loss.backward()
+            optimizer.step()
+
+        return step, [None] * (args.batches + 1)
+    if args.kind == "speechbrain":
+        dataset = speechbrain_dataset(subset, encoder, hparams)
+        brain = build_brain(speechbrain_brain_class(), hparams, run_opts)
+    else:
+        dataset = classification_datasets(
+            {"train": subset},
+            encoder,
+            hparams["sample_rate"],
+            hparams["signal_length_s"],
+            cache_audio=bool(levers.get("cache")),
+        )["train"]
+        brain = build_brain(recipe_brain(), hparams, run_opts)
+    warm = (lambda batch: None) if levers.get("cache") else None
+    return brain.fit_batch, brain_batches(brain, dataset, hparams, args.batches, warm)
+
+
+def interpreter_row(args, levers, work):
+    """(step, batches) of an interpreter row: its recipe's hparams around a freshly initialised conv2d
+    classifier (speed does not depend on what the weights learned)."""
+    import speechbrain as sb
+    import torch
+
+    from common.data.datasets import build_label_encoder, classification_datasets
+    from common.interpreters.base import FrozenOutputs
+    from common.recipe import load_hparams
+    from common.training.classifier import build_brain
+
+    hparams_file, brain_path = INTERPRETERS[args.interpreter]
+    subset = work / "train_subset.json"
+    overrides = {
+        "data_folder": str(args.data_folder),
+        "output_folder": str(work / args.kind / "run"),
+        "out_n_neurons": args.out_n_neurons,
+        "batch_size": args.batch_size,
+        "use_pretrained": False,
+        "cache_classifier_outputs": bool(levers.get("frozen_cache")),
+    }
+    if args.emb_dim:
+        overrides["emb_dim"] = args.emb_dim
+    hparams = load_hparams(INTERPRET / "hparams" / hparams_file, overrides)
+    hparams["channels_last"] = bool(levers.get("channels_last"))
+    encoder = build_label_encoder([subset], args.out_n_neurons)
+    hparams["label_encoder"] = encoder
+    weights = hparams["loss_weights"]
+    brain_class = load_brain_class(brain_path)
+
+    if args.kind == "floor":
+        brain = build_brain(brain_class, hparams, run_options({}))
+        brain.on_fit_start()  # the frozen classifier, the optimiser
+        data = classification_datasets({"train": subset}, encoder, hparams["sample_rate"], hparams["signal_length_s"])
+        loader = brain.make_dataloader(data["train"], stage=sb.Stage.TRAIN, batch_size=args.batch_size)
+        with autocast(levers):
+            frozen = brain.classifier_outputs(next(iter(loader)))  # in memory once, as the cache holds them
+        interpreter = brain.modules.interpreter.train()
+
+        def step(batch=None):
+            brain.optimizer.zero_grad()
+            with autocast(levers):
+                terms, _ = interpreter.loss_terms(frozen)
+                loss = sum(weights[name] * value for name, value in terms.items())
+            loss.backward()
+            brain.optimizer.step()
+
+        return step, [None] * (args.batches + 1)
+    if args.kind == "speechbrain":
+
+        class SpeechBrainInterpreterBrain(sb.Brain):
+            """SpeechBrain's interpreter recipes' step: the frozen classifier on every batch, the loss terms."""
+
+            def compute_forward(self, batch, stage):
+                wavs = batch.sig[0].to(self.device)
+                classifier = self.hparams.classifier
+                with torch.no_grad():
+                    X = classifier.features(wavs)
+                    hidden, logits = classifier.hidden_and_logits(X, self.modules.interpreter.layers)
+                return self.modules.interpreter.loss_terms(FrozenOutputs(wavs, X, hidden, logits))[0]
+
+            def compute_objectives(self, terms, batch, stage):
+                return sum(weights[name] * value for name, value in terms.items())
+
+        hparams["classifier"].eval().requires_grad_(False)
+        dataset = speechbrain_dataset(subset, encoder, hparams)
+        brain = build_brain(SpeechBrainInterpreterBrain, hparams, run_options(levers))
+        return brain.fit_batch, brain_batches(brain, dataset, hparams, args.batches)
+    dataset = classification_datasets({"train": subset}, encoder, hparams["sample_rate"], hparams["signal_length_s"])[
+        "train"
+    ]
+    brain = build_brain(brain_class, hparams, run_options(levers))
+
+    def fill(batch):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=levers.get("precision") == "bf16"):
+            brain.classifier_outputs(batch, sb.Stage.TRAIN)
+
+    warm = fill if levers.get("frozen_cache") else None
+    return brain.fit_batch, brain_batches(brain, dataset, hparams, args.batches, warm)
+
+
+def load_brain_class(path):
+    """``module:Class`` or ``file.py:Class`` (a recipe script, relative to the repository)."""
+    where, name = path.split(":")
+    if where.endswith(".py"):
+        spec = importlib.util.spec_from_file_location(Path(where).stem, REPO / where)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(where)
+    return getattr(module, name)
+
+
 def recipe_brain():
-    spec = importlib.util.spec_from_file_location("esc50_train", CLASSIFICATION / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.ESC50Brain
+    return load_brain_class("recipes/ESC50/classification/train.py:ESC50Brain")
 
 
 def speechbrain_dataset(manifest, encoder, hparams):
@@ -243,7 +381,8 @@ def speechbrain_brain_class():
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_folder", required=True, type=Path, help="an ESC-50-layout folder (e.g. real ESC-10)")
-    ap.add_argument("--models", default="conv2d,cnn14")
+    ap.add_argument("--models", default="conv2d,cnn14", help="classification hparams files, or none")
+    ap.add_argument("--interpreters", default="", help=f"any of {','.join(INTERPRETERS)} (trained on conv2d)")
     ap.add_argument("--batch_size", type=int, default=16, help="the recipes' default")
     ap.add_argument("--batches", type=int, default=3, help="timed batches per row, after one warm-up batch")
     ap.add_argument("--out_n_neurons", type=int, default=10)
@@ -255,6 +394,7 @@ def main(argv=None):
     ap.add_argument("--kind", help=argparse.SUPPRESS)
     ap.add_argument("--levers", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
+    ap.add_argument("--interpreter", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.row:
@@ -262,16 +402,24 @@ def main(argv=None):
 
     from common.reports.tables import markdown_table
 
-    rows = ROWS if args.rows == "all" else [r for r in ROWS if r[0] in args.rows.split(",")]
+    def chosen(rows):
+        return rows if args.rows == "all" else [r for r in rows if r[0] in args.rows.split(",")]
+
+    jobs = [(m, None, chosen(ROWS)) for m in args.models.split(",") if m and m != "none"]
+    jobs += [(f"{i} (conv2d)", i, chosen(INTERPRETER_ROWS)) for i in args.interpreters.split(",") if i]
+    unknown = [i for _, i, _ in jobs if i and i not in INTERPRETERS]
+    if unknown:
+        raise SystemExit(f"unknown interpreter(s) {unknown}: choose among {', '.join(INTERPRETERS)}")
     table = []
     with tempfile.TemporaryDirectory(prefix="benchmark_training-") as tmp:
         work = Path(tmp)
         prepare(args.data_folder, work, (args.batches + 1) * args.batch_size, args.out_n_neurons)
-        for model in args.models.split(","):
+        for model, interpreter, rows in jobs:
             baseline = None
             for name, kind, levers in rows:
                 cmd = [sys.executable, __file__, "--row", name, "--kind", kind, "--levers", json.dumps(levers)]
-                cmd += ["--model", model, "--work", str(work), "--data_folder", str(args.data_folder)]
+                cmd += ["--interpreter", interpreter] if interpreter else ["--model", model]
+                cmd += ["--work", str(work), "--data_folder", str(args.data_folder)]
                 cmd += ["--batch_size", str(args.batch_size), "--batches", str(args.batches)]
                 cmd += ["--out_n_neurons", str(args.out_n_neurons)]
                 cmd += ["--emb_dim", str(args.emb_dim)] if args.emb_dim else []

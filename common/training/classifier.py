@@ -230,9 +230,11 @@ def train_loader_options(options, n_examples):
 def build_brain(brain_class, hparams, run_opts):
     """A Brain from the hparams' modules, optimizer and checkpointer. ``channels_last: True`` stores the
     modules' 4-D weights channels-last, the layout oneDNN's convolutions run fastest in (on this project's
-    2-core CPU: 1.2x for the conv2d classifier in fp32, 1.5x under bf16; tools/benchmark_training.py)."""
+    2-core CPU: 1.2x for the conv2d classifier in fp32, 1.5x under bf16; tools/benchmark_training.py), and
+    those of the frozen classifier an interpreter recipe explains (``hparams["classifier"]``), loaded by then."""
     if hparams.get("channels_last"):
-        for module in hparams["modules"].values():
+        frozen = hparams.get("classifier")
+        for module in [*hparams["modules"].values(), *([frozen] if isinstance(frozen, torch.nn.Module) else [])]:
             module.to(memory_format=torch.channels_last)  # in place: the parameters stay the same objects
     return brain_class(
         modules=hparams["modules"],
