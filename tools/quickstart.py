@@ -56,7 +56,7 @@ def main(argv=None):
     ap.add_argument("--clips_per_class", type=int, default=50)
     ap.add_argument("--duration_s", type=float, default=2.0)
     ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--lmac_epochs", type=int, default=40, help="the featured interpreter's epochs (0: none)")
+    ap.add_argument("--lmac_epochs", type=int, default=60, help="the featured interpreter's epochs (0: none)")
     ap.add_argument("--piq_epochs", type=int, default=10, help="0: no PIQ (its masks plateau by about epoch 9)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--leaderboard_clips", type=int, default=40, help="held-out clips of the leaderboard (0: none)")
