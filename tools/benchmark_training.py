@@ -244,6 +244,11 @@ def interpreter_row(args, levers, work):
     encoder = build_label_encoder([subset], args.out_n_neurons)
     hparams["label_encoder"] = encoder
     weights = hparams["loss_weights"]
+
+    def weighted(terms):
+        """The recipe's objective: each loss term times its ``loss_weights`` entry (one place for both loops)."""
+        return sum(weights[name] * value for name, value in terms.items())
+
     brain_class = load_brain_class(brain_path)
 
     if args.kind == "floor":
@@ -259,7 +264,7 @@ def interpreter_row(args, levers, work):
             brain.optimizer.zero_grad()
             with autocast(levers):
                 terms, _ = interpreter.loss_terms(frozen)
-                loss = sum(weights[name] * value for name, value in terms.items())
+                loss = weighted(terms)
             loss.backward()
             brain.optimizer.step()
 
@@ -278,7 +283,7 @@ def interpreter_row(args, levers, work):
                 return self.modules.interpreter.loss_terms(FrozenOutputs(wavs, X, hidden, logits))[0]
 
             def compute_objectives(self, terms, batch, stage):
-                return sum(weights[name] * value for name, value in terms.items())
+                return weighted(terms)
 
         hparams["classifier"].eval().requires_grad_(False)
         dataset = speechbrain_dataset(subset, encoder, hparams)
