@@ -8,6 +8,7 @@ from common.errors import DataError
 PREPARERS = {
     "esc50": "common.data.esc50:prepare_esc50_from_hparams",
     "gtzan": "common.data.gtzan:prepare_gtzan_from_hparams",
+    "audiomnist": "common.data.audiomnist:prepare_audiomnist_from_hparams",
 }
 
 
