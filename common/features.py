@@ -430,3 +430,80 @@ class MelDbSpectrogram(FrontEnd):
         mask[:, frame0:frame1, (freqs >= f_lo) & (freqs <= f_hi)] = 1.0
         out = self.mask_to_wav(mask, stft, length=wav.shape[-1])[0]
         return out[frame0 * self.hop_length : min(frame1 * self.hop_length, wav.shape[-1])]
+
+
+class LinearDbSpectrogram(FrontEnd):
+    """Becker et al. (2018)'s AlexNet input: the magnitude STFT (Hann window) in dB on the linear bins,
+    floored ``top_db`` below each clip's own maximum (librosa's ``amplitude_to_db(ref=np.max)`` less the
+    reference, which the network subtracts itself: ``common.models.audiomnist.RelativeToMax``).
+
+    The paper's grid at 8 kHz: n_fft 455, hop 35 (420 samples overlap), a 1 s clip giving 229 frames x 228
+    bins (the authors crop scipy's STFT to 227 x 227; AlexNet's first layer, 11 x 11 with stride 4, maps
+    both to the same 55 x 55). X is dB of power (20 log10 of the magnitude); ``silence`` is the clip's
+    floor, never below the amplitude floor (-200 dB), which is what a wholly silent clip gives.
+    """
+
+    AMPLITUDE_FLOOR = 1e-10
+
+    def __init__(self, sample_rate=8000, n_fft=455, hop_length=35, top_db=80.0):
+        super().__init__()
+        if top_db is None or top_db <= 0:
+            raise ConfigError(f"LinearDbSpectrogram needs a positive top_db, got {top_db}")
+        self.sample_rate = int(sample_rate)
+        self._n_fft = int(n_fft)
+        self.hop_length = int(hop_length)
+        self.top_db = float(top_db)
+
+    @property
+    def n_bins(self):
+        return self._n_fft // 2 + 1
+
+    @property
+    def n_fft(self):
+        return self._n_fft
+
+    @property
+    def hop(self):
+        return self.hop_length
+
+    @property
+    def on_stft_grid(self):
+        return True
+
+    def bin_frequencies(self):
+        return torch.arange(self.n_bins) * (self.sample_rate / self._n_fft)
+
+    def _floor(self, db):
+        """(B, 1, 1): ``top_db`` below each clip's maximum, never below the amplitude floor."""
+        absolute = 20.0 * math.log10(self.AMPLITUDE_FLOOR)
+        return (db.amax(dim=(1, 2), keepdim=True) - self.top_db).clamp(min=absolute)
+
+    def forward(self, wavs):
+        stft = self.stft(wavs)
+        db = 20.0 * torch.log10(torch.sqrt(stft.pow(2).sum(-1)).clamp(min=self.AMPLITUDE_FLOOR))
+        return torch.maximum(db, self._floor(db))
+
+    def to_db(self, X):
+        return X
+
+    def from_db(self, db):
+        return db
+
+    def silence(self, X):
+        return self._floor(X)
+
+    def stft(self, wavs):
+        window = torch.hann_window(self._n_fft, device=wavs.device, dtype=wavs.dtype)
+        spec = torch.stft(wavs, self._n_fft, self.hop_length, window=window, return_complex=True)
+        return torch.view_as_real(spec).transpose(1, 2)
+
+    def mask_to_stft_grid(self, mask):
+        return mask
+
+    def stft_mask_to_grid(self, mask):
+        return mask
+
+    def _istft(self, stft, length):
+        spec = torch.view_as_complex(stft.transpose(1, 2).contiguous())
+        window = torch.hann_window(self._n_fft, device=spec.device)
+        return torch.istft(spec, self._n_fft, self.hop_length, window=window, length=length)

@@ -67,8 +67,13 @@ class LogitPath(torch.nn.Module):
     def forward(self, X):
         hidden = self.encoder(X)
         hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        if hidden.ndim == 2:  # an encoder that flattens its map itself (AudioMNIST's AudioNet, AlexNet): no pooling
+            out = self.head(hidden)
+            return out.squeeze(1) if out.ndim == 3 else out
         if hidden.ndim != 4:
-            raise ValueError(f"LRP expects the encoder to return a (B, C, h, w) map, got {tuple(hidden.shape)}")
+            raise ValueError(
+                f"LRP expects the encoder to return a (B, C, h, w) map or flat (B, D) features, got {tuple(hidden.shape)}"
+            )
         out = self.head(self.flatten(self.pool(hidden)))
         return out.squeeze(1) if out.ndim == 3 else out
 
@@ -79,11 +84,13 @@ LRP_COMPOSITES = Registry("LRP composite")
 
 
 def _box_bounds(X, low, high):
-    """ZBox bounds on the first convolution's input (B, 1, T, F): given values, else each clip's own range."""
+    """ZBox bounds on the first convolution's input ((B, 1, T, F), or (B, 1, samples) for a waveform model):
+    given values, else each clip's own range."""
+    shape = (X.shape[0],) + (1,) * X.ndim
     if low is None:
-        low = X.detach().amin(dim=(1, 2))[:, None, None, None]
+        low = X.detach().flatten(1).amin(dim=1).reshape(shape)
     if high is None:
-        high = X.detach().amax(dim=(1, 2))[:, None, None, None]
+        high = X.detach().flatten(1).amax(dim=1).reshape(shape)
     return low, high
 
 
