@@ -55,6 +55,18 @@ def n_frames(sample_rate, signal_length_s, hop_length):
     return int(round(sample_rate * signal_length_s)) // hop + 1
 
 
+def hann_stft(wavs, n_fft, hop):
+    """torch's centred STFT with a Hann window, as (B, T, n_fft // 2 + 1, 2) (SpeechBrain's layout)."""
+    window = torch.hann_window(n_fft, device=wavs.device, dtype=wavs.dtype)
+    return torch.view_as_real(torch.stft(wavs, n_fft, hop, window=window, return_complex=True)).transpose(1, 2)
+
+
+def hann_istft(stft, n_fft, hop, length=None):
+    """The inverse of ``hann_stft``."""
+    spec = torch.view_as_complex(stft.transpose(1, 2).contiguous())
+    return torch.istft(spec, n_fft, hop, window=torch.hann_window(n_fft, device=spec.device), length=length)
+
+
 # -- dB scales: a front-end's values <-> dB of power ---------------------------------------
 class DecibelScale:
     """X = (dB - mean) / std: a dB spectrogram, optionally z-scored (MelDbSpectrogram)."""
@@ -396,9 +408,7 @@ class MelDbSpectrogram(FrontEnd):
     # -- the way back to audio (same contract as Log1pSpectrogram) ------------------
     def stft(self, wavs):
         """Complex STFT as (batch, time, freq, 2), SpeechBrain's layout."""
-        window = torch.hann_window(self.n_fft, device=wavs.device, dtype=wavs.dtype)
-        spec = torch.stft(wavs, self.n_fft, self.hop_length, window=window, return_complex=True)
-        return torch.view_as_real(spec).transpose(1, 2)
+        return hann_stft(wavs, self.n_fft, self.hop_length)
 
     def mask_to_stft_grid(self, mask):
         """A (B, T, mel) mask -> (B, T, n_fft/2+1), each linear bin weighted by the mel filters covering it."""
@@ -411,9 +421,7 @@ class MelDbSpectrogram(FrontEnd):
         return (mask @ fb) / fb.sum(dim=0).clamp(min=1e-8)
 
     def _istft(self, stft, length):
-        spec = torch.view_as_complex(stft.transpose(1, 2).contiguous())
-        window = torch.hann_window(self.n_fft, device=spec.device)
-        return torch.istft(spec, self.n_fft, self.hop_length, window=window, length=length)
+        return hann_istft(stft, self.n_fft, self.hop_length, length)
 
     def box_to_wav(self, wav, frame0, frame1, mel0, mel1):
         """The part of ``wav`` (1-D) inside a spectrogram box: frames [frame0, frame1), mel bands [mel0, mel1).
@@ -493,9 +501,7 @@ class LinearDbSpectrogram(FrontEnd):
         return self._floor(X)
 
     def stft(self, wavs):
-        window = torch.hann_window(self._n_fft, device=wavs.device, dtype=wavs.dtype)
-        spec = torch.stft(wavs, self._n_fft, self.hop_length, window=window, return_complex=True)
-        return torch.view_as_real(spec).transpose(1, 2)
+        return hann_stft(wavs, self._n_fft, self.hop_length)
 
     def mask_to_stft_grid(self, mask):
         return mask
@@ -504,6 +510,4 @@ class LinearDbSpectrogram(FrontEnd):
         return mask
 
     def _istft(self, stft, length):
-        spec = torch.view_as_complex(stft.transpose(1, 2).contiguous())
-        window = torch.hann_window(self._n_fft, device=spec.device)
-        return torch.istft(spec, self._n_fft, self.hop_length, window=window, length=length)
+        return hann_istft(stft, self._n_fft, self.hop_length, length)

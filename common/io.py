@@ -58,3 +58,15 @@ def atomic_write_text(path, text):
 def atomic_write_json(path, obj):
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def stamp_matches(stamp, fingerprint, outputs=()):
+    """Whether every path of ``outputs`` exists and the JSON file ``stamp`` holds ``fingerprint``: the work
+    that wrote them was done with these inputs, so it can be skipped (an unreadable stamp never matches)."""
+    stamp = Path(stamp)
+    if not stamp.is_file() or not all(Path(p).is_file() for p in outputs):
+        return False
+    try:
+        return json.loads(stamp.read_text()) == fingerprint
+    except ValueError:
+        return False

@@ -180,18 +180,34 @@ class OutputFolderLock:
 
     def acquire(self):
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.datetime.now().isoformat()}
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-            except FileExistsError:
-                self._check_holder(me)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({**me, "command": " ".join(sys.argv)}, f)
-            self.held = True
-            atexit.register(self.release)
-            return self
+        # The lock appears with its content already written (a hard link of a finished file, which fails if
+        # the lock exists): a run starting at the same moment never reads a half-written lock as stale.
+        draft = self.path.with_name(f"{LOCK_NAME}.{me['pid']}.draft")
+        with open(draft, "w") as f:
+            json.dump({**me, "command": " ".join(sys.argv)}, f)
+        try:
+            for _ in range(3):
+                try:
+                    self._create(draft)
+                except FileExistsError:
+                    self._check_holder(me)
+                    continue
+                self.held = True
+                atexit.register(self.release)
+                return self
+        finally:
+            draft.unlink(missing_ok=True)
         raise ConfigError(f"Could not take the lock {self.path}; another run keeps taking it. Retry.")
+
+    def _create(self, draft):
+        """The lock, with ``draft``'s content; FileExistsError when another run holds it."""
+        try:
+            os.link(draft, self.path)
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: exclusive create, then write (a short window)
+            with os.fdopen(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666), "w") as f:
+                f.write(draft.read_text())
 
     def _check_holder(self, me):
         try:
@@ -199,7 +215,7 @@ class OutputFolderLock:
             pid, host = int(holder["pid"]), holder["host"]
         except FileNotFoundError:
             return
-        except (OSError, ValueError, KeyError, TypeError):  # half-written by a run killed as it started
+        except (OSError, ValueError, KeyError, TypeError):  # damaged, or written by an older version mid-write
             logger.warning("Taking over the unreadable lock %s.", self.path)
             self.path.unlink(missing_ok=True)
             return

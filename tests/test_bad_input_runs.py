@@ -150,6 +150,26 @@ def test_a_live_run_holding_the_folder_is_named(tmp_path):
         other.wait()
 
 
+def test_the_lock_appears_only_with_its_content_written(tmp_path, monkeypatch):
+    # a run starting at the same moment must never read a half-written lock, which it would take as stale
+    lock = recipe.OutputFolderLock(tmp_path)
+    real_dump = json.dump
+    seen = []
+
+    def dump(obj, f, *args, **kwargs):
+        seen.append(lock.path.exists())  # the lock must not exist yet while its content is being written
+        return real_dump(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(recipe.json, "dump", dump)
+    lock.acquire()
+    try:
+        assert seen == [False]
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+        assert [p.name for p in tmp_path.iterdir()] == [recipe.LOCK_NAME]  # no draft left behind
+    finally:
+        lock.release()
+
+
 def test_a_lock_of_another_host_is_not_taken(tmp_path):
     write_lock(tmp_path / "out", 1, host="elsewhere.example")
     with pytest.raises(ConfigError, match="on host elsewhere.example"):

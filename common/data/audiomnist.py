@@ -36,12 +36,11 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
-from common.data.download import check_digests, download_and_install, safe_extract
+from common.data.download import check_digests, download_and_install, extracted
 from common.errors import DataError, IntegrityError
-from common.io import atomic_write_json
+from common.io import atomic_write_json, stamp_matches
 
 logger = logging.getLogger(__name__)
 
@@ -194,9 +193,7 @@ def install_audiomnist_archive(archive, data_folder, sha256=None):
     data_folder = Path(data_folder)
     check_digests(archive, sha256=sha256, what=f"Archive {archive}")
     data_folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".audiomnist-extract-", dir=data_folder.parent))
-    try:
-        safe_extract(archive, staging)
+    with extracted(archive, data_folder, "audiomnist") as staging:
         found = next((p.parent for p in sorted(staging.rglob(META_FILE))), None)
         if found is None:
             raise IntegrityError(f"Archive {archive} holds no {META_FILE}; it is not the AudioMNIST repository.")
@@ -204,8 +201,6 @@ def install_audiomnist_archive(archive, data_folder, sha256=None):
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(found, dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return dest
 
 
@@ -281,13 +276,9 @@ def prepare_audiomnist(
         heard = {s for _, _, s, _ in recordings}
         chosen = balanced_split({s: speakers[s]["gender"] for s in heard}, split_ratios, split_seed)
     stamp = outputs["train"].parent / MANIFEST_STAMP
-    if all(p.is_file() for p in outputs.values()) and stamp.is_file():
-        try:
-            if json.loads(stamp.read_text()) == fingerprint:
-                logger.info("AudioMNIST manifests in %s are up to date; skipping preparation.", stamp.parent)
-                return outputs
-        except ValueError:
-            pass
+    if stamp_matches(stamp, fingerprint, outputs.values()):
+        logger.info("AudioMNIST manifests in %s are up to date; skipping preparation.", stamp.parent)
+        return outputs
     heard = {s for _, _, s, _ in recordings}
     for name in SPLITS:
         missing = sorted(chosen[name] - heard)

@@ -7,6 +7,7 @@ a member that is absolute, climbs out of the target with ``..``, or is a
 link or device file makes the whole archive be refused.
 """
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -124,6 +125,18 @@ def safe_extract(archive_path, target_folder):
     if tarfile.is_tarfile(archive_path):
         return safe_extract_tar(archive_path, target_folder)
     raise IntegrityError(f"{archive_path} is neither a zip nor a tar archive. Delete it and download again.")
+
+
+@contextlib.contextmanager
+def extracted(archive_path, beside, name):
+    """A staging folder next to ``beside`` holding ``archive_path`` extracted safely (``safe_extract``),
+    removed on exit whatever happens: an install moves what it needs out of it first."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-extract-", dir=Path(beside).parent))
+    try:
+        safe_extract(archive_path, staging)
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def download_and_install(data_folder, url, archive_name, install, what, missing, how_to, download=True, **digests):

@@ -33,7 +33,7 @@ from common.data.download import (  # noqa: F401 (re-exported)
     safe_extract_zip,
 )
 from common.errors import DataError, DataNotFoundError, IntegrityError
-from common.io import atomic_write_json
+from common.io import atomic_write_json, stamp_matches
 
 logger = logging.getLogger(__name__)
 
@@ -356,13 +356,9 @@ def prepare_esc50(
         "folds": [list(f) for f in folds],
     }
     stamp = outputs[0].parent / ".esc50_manifest_inputs.json"
-    if all(p.is_file() for p in outputs) and stamp.is_file():
-        try:
-            if json.loads(stamp.read_text()) == fingerprint:
-                logger.info("Manifests in %s are up to date; skipping preparation.", stamp.parent)
-                return
-        except ValueError:
-            pass
+    if stamp_matches(stamp, fingerprint, outputs):
+        logger.info("Manifests in %s are up to date; skipping preparation.", stamp.parent)
+        return
     rows = read_metadata(csv_path)
     present = sorted({row["fold"] for row in rows})
     for split, split_folds in zip(("train", "valid", "test"), folds, strict=True):

@@ -23,20 +23,18 @@ reused while the audio listing and the options are unchanged.
 """
 
 import hashlib
-import json
 import logging
 import math
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 from common.data.audio import read_audio_file
-from common.data.download import check_digests, download_and_install, safe_extract
+from common.data.download import check_digests, download_and_install, extracted
 from common.data.segments import MIN_SEGMENT_COVERAGE, segment_entries
 from common.errors import AudioError, DataError, DataNotFoundError, IntegrityError
-from common.io import atomic_write_json
+from common.io import atomic_write_json, stamp_matches
 
 logger = logging.getLogger(__name__)
 
@@ -127,9 +125,7 @@ def install_gtzan_archive(archive, data_folder, md5=None, sha256=None):
     data_folder = Path(data_folder)
     check_digests(archive, sha256=sha256, md5=md5, what=f"Archive {archive}")
     data_folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".gtzan-extract-", dir=data_folder.parent))
-    try:
-        safe_extract(archive, staging)
+    with extracted(archive, data_folder, "gtzan") as staging:
         found = find_genres_folder(staging)
         if found is None:
             raise IntegrityError(f"Archive {archive} holds no genres/ folder; it is not the GTZAN archive.")
@@ -139,8 +135,6 @@ def install_gtzan_archive(archive, data_folder, md5=None, sha256=None):
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(found, dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return dest
 
 
@@ -327,13 +321,9 @@ def prepare_gtzan(
             for n in ARTIST_SPLIT_FILES
         ]
     stamp = outputs["train"].parent / MANIFEST_STAMP
-    if all(p.is_file() for p in outputs.values()) and stamp.is_file():
-        try:
-            if json.loads(stamp.read_text()) == fingerprint:
-                logger.info("GTZAN manifests in %s are up to date; skipping preparation.", stamp.parent)
-                return outputs
-        except ValueError:
-            pass
+    if stamp_matches(stamp, fingerprint, outputs.values()):
+        logger.info("GTZAN manifests in %s are up to date; skipping preparation.", stamp.parent)
+        return outputs
     durations = readable_songs(songs)
     song_genres = {clip: songs[clip][1] for clip in durations}
     if split == "random":
