@@ -75,7 +75,7 @@ def _resample(x, rate, target):
 
 
 def speaker_voices(n_speakers, seed=0, female_fraction=0.5):
-    """{speaker number (1..n): its voice}; genders alternate so any ``n`` is balanced to one speaker."""
+    """{speaker number (1..n): its voice}; round(n x ``female_fraction``) of them female, in a seeded order."""
     rng = np.random.default_rng([seed, 0])
     n_female = int(round(n_speakers * female_fraction))
     genders = ["female" if k < n_female else "male" for k in range(n_speakers)]
