@@ -69,6 +69,41 @@ def test_random_placement_moves_the_recording_intact_into_its_padding():
     assert len(set(starts.tolist())) > 20  # spread over the padding, not one fixed shift
 
 
+def test_waveform_relevance_moves_to_the_grid_whole_and_where_the_input_sounds():
+    from common.analysis.relevance_bands import relevance_per_band, waveform_relevance_on_grid
+
+    fe = LinearDbSpectrogram()
+    t = torch.arange(8000) / 8000
+    wav = (torch.sin(2 * np.pi * 300 * t) * (t < 0.5) + torch.sin(2 * np.pi * 3000 * t) * (t >= 0.5))[None]
+    early, late = torch.zeros(1, 8000), torch.zeros(1, 8000)
+    early[0, 1000:3000], late[0, 5000:7000] = 1.0, 1.0  # relevance while the 300 Hz tone sounds / the 3 kHz one
+    grids = torch.cat([waveform_relevance_on_grid(r, wav, fe.n_fft, fe.hop) for r in (early, late)])
+    assert grids.shape == (2, 229, 228)
+    torch.testing.assert_close(grids.flatten(1).sum(1), torch.tensor([2000.0, 2000.0]), rtol=1e-4, atol=1e-2)
+    shares = relevance_per_band(grids, fe.bin_frequencies())  # bands 0-250-500-1000-2000-4000 Hz
+    torch.testing.assert_close(shares.sum(1), torch.ones(2))
+    assert float(shares[0, 1]) > 0.99 and float(shares[1, 4]) > 0.99
+    assert torch.isnan(relevance_per_band(torch.zeros(1, 229, 228), fe.bin_frequencies())).all()  # nothing to share
+
+
+def check_explanations(out, n_examples):
+    import csv
+
+    import soundfile as sf
+
+    rows = list(csv.DictReader(open(out / "relevance_per_band.csv")))
+    assert [r["band (Hz)"] for r in rows] == ["0-250", "250-500", "500-1000", "1000-2000", "2000-4000"]
+    assert sum(float(r["share of positive relevance"]) for r in rows) == pytest.approx(1.0, abs=1e-3)
+    examples = sorted((out / "examples").iterdir())
+    assert len(examples) == n_examples
+    for folder in examples:
+        x, sr = sf.read(folder / "input.wav")
+        y, _ = sf.read(folder / "relevance_weighted.wav")
+        assert sr == 8000 and len(x) == len(y) == 8000
+        assert np.abs(y).max() > 0 and np.all(np.abs(y) <= np.abs(x) + 1e-4)  # the input, weighted by [0, 1]
+        assert (folder / "relevance.png").stat().st_size > 0
+
+
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     from tests.test_audiomnist_data import need_espeak
@@ -110,6 +145,14 @@ def test_audionet_digit_recipe_trains_then_test_only_reproduces(digits, tmp_path
     relevance, X, _ = lrp_of_trained(RECIPE / "hparams" / "audionet.yaml", out, digits, **tiny_sizes)
     assert relevance.shape == X.shape == (4, 8000) and bool(torch.isfinite(relevance).all())
     assert float(relevance.abs().sum()) > 0
+    explained = tmp_path / "explained"
+    run_recipe(
+        RECIPE / "explain_lrp.py",
+        RECIPE / "hparams" / "audionet.yaml",
+        *["--data_folder", digits, "--output_folder", explained, "--split", "balanced", *tiny],
+        *["--classifier_source", out / "save", "--n_examples", "2", "--batch_size", "8"],
+    )
+    check_explanations(explained, 2)
 
 
 def test_alexnet_gender_recipe_runs_on_the_spectrogram(digits, tmp_path):
@@ -125,6 +168,14 @@ def test_alexnet_gender_recipe_runs_on_the_spectrogram(digits, tmp_path):
     assert "'male'" in labels and "'female'" in labels
     # LRP on the spectrogram network: relevance like X, summing to the target's logit (the clip's maximum
     # passes relevance unchanged; were it not detached, the sum would be 0)
+    explained = tmp_path / "explained"
+    run_recipe(
+        RECIPE / "explain_lrp.py",
+        RECIPE / "hparams" / "alexnet.yaml",
+        *["--data_folder", digits, "--output_folder", explained, "--split", "balanced", "--task", "gender"],
+        *["--head_hidden", "[16]", "--classifier_source", out / "save", "--n_examples", "1", "--batch_size", "8"],
+    )
+    check_explanations(explained, 1)
     relevance, X, logit = lrp_of_trained(
         RECIPE / "hparams" / "alexnet.yaml", out, digits, task="gender", head_hidden=[16]
     )
