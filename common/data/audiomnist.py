@@ -261,6 +261,7 @@ def prepare_audiomnist(
     folder = ensure_audiomnist(data_folder, url=url, sha256=sha256, download=download)
     speakers = read_speaker_metadata(folder / META_FILE)
     recordings = list_recordings(folder, speakers)
+    heard = {s for _, _, s, _ in recordings}
     fingerprint = {
         "listing": _listing_signature(recordings),
         "meta": hashlib.sha256((folder / META_FILE).read_bytes()).hexdigest(),
@@ -273,13 +274,11 @@ def prepare_audiomnist(
         chosen = official_split(task, int(split_index))
     else:
         fingerprint.update(split_ratios=[float(r) for r in split_ratios], split_seed=int(split_seed))
-        heard = {s for _, _, s, _ in recordings}
         chosen = balanced_split({s: speakers[s]["gender"] for s in heard}, split_ratios, split_seed)
     stamp = outputs["train"].parent / MANIFEST_STAMP
     if stamp_matches(stamp, fingerprint, outputs.values()):
         logger.info("AudioMNIST manifests in %s are up to date; skipping preparation.", stamp.parent)
         return outputs
-    heard = {s for _, _, s, _ in recordings}
     for name in SPLITS:
         missing = sorted(chosen[name] - heard)
         if missing:

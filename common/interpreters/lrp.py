@@ -67,14 +67,12 @@ class LogitPath(torch.nn.Module):
     def forward(self, X):
         hidden = self.encoder(X)
         hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-        if hidden.ndim == 2:  # an encoder that flattens its map itself (AudioMNIST's AudioNet, AlexNet): no pooling
-            out = self.head(hidden)
-            return out.squeeze(1) if out.ndim == 3 else out
-        if hidden.ndim != 4:
+        if hidden.ndim not in (2, 4):
             raise ValueError(
                 f"LRP expects the encoder to return a (B, C, h, w) map or flat (B, D) features, got {tuple(hidden.shape)}"
             )
-        out = self.head(self.flatten(self.pool(hidden)))
+        # flat features: an encoder that flattens its map itself (AudioMNIST's AudioNet, AlexNet), no pooling
+        out = self.head(hidden if hidden.ndim == 2 else self.flatten(self.pool(hidden)))
         return out.squeeze(1) if out.ndim == 3 else out
 
 
