@@ -9,6 +9,7 @@ PREPARERS = {
     "esc50": "common.data.esc50:prepare_esc50_from_hparams",
     "gtzan": "common.data.gtzan:prepare_gtzan_from_hparams",
     "audiomnist": "common.data.audiomnist:prepare_audiomnist_from_hparams",
+    "physionet2016": "common.data.physionet2016:prepare_physionet2016_from_hparams",
 }
 
 

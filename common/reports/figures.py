@@ -152,3 +152,46 @@ def save_component_bars(weights, path, title="", labels=None, xlabel="time segme
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     save_figure(fig, path, dpi=80)
+
+
+PHASE_COLOURS = ("tab:red", "tab:orange", "tab:blue", "tab:green")  # S1, systole, S2, diastole
+
+
+def save_phase_figure(wav, sample_rate, states, importances, frame_rate, path, title="", phases=None):
+    """A heart-sound window: its waveform over coloured phase bands (``states`` per sample, codes 1..4 of
+    ``phases``), and below it each method's per-frame importance (``importances``: name -> (T,), scaled to
+    its maximum) on the same time axis, as a png. The title carries the model's probability."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = phases or ("S1", "systole", "S2", "diastole")
+    wav, states = _numpy(wav).reshape(-1), _numpy(states).reshape(-1)
+    t = np.arange(len(wav)) / float(sample_rate)
+    fig, axes = plt.subplots(1 + len(importances), 1, figsize=(11, 1.6 + 1.3 * len(importances)), sharex=True)
+    axes = np.atleast_1d(axes)
+
+    def shade(ax):
+        change = np.flatnonzero(np.diff(states, prepend=-1, append=-1))
+        for lo, hi in zip(change[:-1], change[1:], strict=True):
+            code = int(states[lo])
+            if 1 <= code <= len(phases):
+                ax.axvspan(t[lo], t[min(hi, len(t) - 1)], color=PHASE_COLOURS[code - 1], alpha=0.15, lw=0)
+
+    shade(axes[0])
+    axes[0].plot(t, wav, color="black", linewidth=0.5)
+    axes[0].set_ylabel("PCG")
+    handles = [
+        matplotlib.patches.Patch(color=c, alpha=0.3, label=p) for c, p in zip(PHASE_COLOURS, phases, strict=False)
+    ]
+    axes[0].legend(handles=handles, loc="upper right", fontsize=7, ncol=len(phases))
+    axes[0].set_title(title, fontsize=9)
+    for ax, (name, values) in zip(axes[1:], importances.items(), strict=True):
+        values = _numpy(values).reshape(-1)
+        shade(ax)
+        frames = np.arange(len(values)) / float(frame_rate)
+        ax.plot(frames, values / max(np.abs(values).max(), 1e-12), color="black", linewidth=0.8)
+        ax.set_ylabel(name, fontsize=8)
+    axes[-1].set_xlabel("time (s)")
+    save_figure(fig, path, dpi=80)
