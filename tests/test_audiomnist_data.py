@@ -135,8 +135,13 @@ def test_balanced_split_is_speaker_disjoint_seeded_and_holds_both_genders():
             lambda d: (d / "audioMNIST_meta.txt").write_text('{"01": {"gender": "male"}}'),
             r"speaker 02 has no entry in .*audioMNIST_meta.txt",
         ),
+        (
+            lambda d: (d / "03" / "4_03_0.wav").write_bytes(b"RIFF\x00\x00garbage"),
+            r"4_03_0.wav cannot be read as audio",
+        ),
+        (lambda d: sf.write(d / "02" / "5_02_0.wav", np.zeros(0), 48000), r"5_02_0.wav holds no samples"),
     ],
-    ids=["malformed-json", "no-gender", "bad-name", "wrong-folder", "unknown-speaker"],
+    ids=["malformed-json", "no-gender", "bad-name", "wrong-folder", "unknown-speaker", "corrupt-wav", "empty-wav"],
 )
 def test_bad_layouts_and_metadata_name_the_file_and_the_fix(tmp_path, damage, message):
     data = write_official_layout(tmp_path / "AM", speakers=range(1, 5))

@@ -86,14 +86,24 @@ def test_waveform_relevance_moves_to_the_grid_whole_and_where_the_input_sounds()
     assert torch.isnan(relevance_per_band(torch.zeros(1, 229, 228), fe.bin_frequencies())).all()  # nothing to share
 
 
-def check_explanations(out, n_examples):
+def check_explanations(out, n_examples, methods):
     import csv
 
     import soundfile as sf
 
-    rows = list(csv.DictReader(open(out / "relevance_per_band.csv")))
+    every = list(csv.DictReader(open(out / "relevance_per_band.csv")))
+    assert {r["method"] for r in every} == set(methods)
+    rows = [r for r in every if r["method"] == "lrp"]
     assert [r["band (Hz)"] for r in rows] == ["0-250", "250-500", "500-1000", "1000-2000", "2000-4000"]
     assert sum(float(r["share of positive relevance"]) for r in rows) == pytest.approx(1.0, abs=1e-3)
+    # the synthetic digits say where the speech is: every method's share inside it, and the time it spans
+    speech = {
+        r["relevance"]: float(r["share inside the speech"])
+        for r in csv.DictReader(open(out / "relevance_in_speech.csv"))
+    }
+    assert set(speech) == {*methods, "share of time (a map flat in time)"}
+    assert 0.0 < speech["share of time (a map flat in time)"] < 1.0
+    assert speech["input_magnitude"] > 0.9  # the silence around the speech is silent
     examples = sorted((out / "examples").iterdir())
     assert len(examples) == n_examples
     for folder in examples:
@@ -152,7 +162,7 @@ def test_audionet_digit_recipe_trains_then_test_only_reproduces(digits, tmp_path
         *["--data_folder", digits, "--output_folder", explained, "--split", "balanced", *tiny],
         *["--classifier_source", out / "save", "--n_examples", "2", "--batch_size", "8"],
     )
-    check_explanations(explained, 2)
+    check_explanations(explained, 2, ["lrp", "input_magnitude"])
 
 
 def test_alexnet_gender_recipe_runs_on_the_spectrogram(digits, tmp_path):
@@ -175,7 +185,7 @@ def test_alexnet_gender_recipe_runs_on_the_spectrogram(digits, tmp_path):
         *["--data_folder", digits, "--output_folder", explained, "--split", "balanced", "--task", "gender"],
         *["--head_hidden", "[16]", "--classifier_source", out / "save", "--n_examples", "1", "--batch_size", "8"],
     )
-    check_explanations(explained, 1)
+    check_explanations(explained, 1, ["lrp", "saliency", "integrated_gradients", "input_magnitude"])
     relevance, X, logit = lrp_of_trained(
         RECIPE / "hparams" / "alexnet.yaml", out, digits, task="gender", head_hidden=[16]
     )

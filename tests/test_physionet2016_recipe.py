@@ -95,7 +95,7 @@ def test_the_summary_says_how_often_the_murmurs_phase_wins_and_per_unit_of_time(
     assert m["top per time"] == 1.0  # 0.35 of the importance in 0.3 of the time is still systole's densest
     blind = rows[("abnormal, murmur in systole", "blind")]
     assert blind["murmur phase holds most"] == 0.0 and blind["top per time"] in (0.0, 1.0)
-    drop = rows[("abnormal, murmur in systole", "phase occlusion (drop in p)")]
+    drop = rows[("abnormal, murmur in systole", "phase occlusion (drop in log-odds)")]
     assert drop["murmur phase is top"] == 0.5 and drop["murmur phase holds most"] == ""
     assert rows[("normal", "m")]["murmur phase holds most"] == ""
     assert rows[("normal", "share of time")]["systole"].startswith("0.300")

@@ -7,8 +7,8 @@ Two views of one window, both on the front end's frames and the window's segment
   summed over frequency, its positive part per frame, and each phase's share of it. Beside it,
   ``time_per_phase`` is each phase's share of the frames: what a map that ignores the sound would give.
 * ``phase_occlusion``: the intervention that checks it. Every frame of one phase is set to the front end's
-  silence at once and the drop in the explained class's probability is measured, one phase at a time.
-  If a model uses the murmur, silencing its phase is what lowers p(abnormal).
+  silence at once and the drop in the explained class's log-odds is measured, one phase at a time.
+  If a model uses the murmur, silencing its phase is what lowers the log-odds of abnormal.
 
 ``summarize_phases`` aggregates the windows per group (normal; abnormal with the murmur in systole or
 diastole, for synthetic data whose ground truth says where it is) with 95 % bootstrap intervals, and for
@@ -44,17 +44,18 @@ def time_per_phase(frame_states):
 
 
 @torch.no_grad()
-def phase_occlusion(probability, X, frame_states, silence):
-    """(len(STATES),) p(X) - p(X with every frame of the phase at ``silence``), per phase.
+def phase_occlusion(score, X, frame_states, silence):
+    """(len(STATES),) score(X) - score(X with every frame of the phase at ``silence``), per phase.
 
-    ``probability``: X (n, T, F) -> (n,) the explained class's probability; X is one window (1, T, F);
-    ``silence`` (1, 1, 1) the front end's; a phase absent from the window gives 0.
+    ``score``: X (n, T, F) -> (n,) what is explained of the class (its log-odds: a probability near 1 hides
+    how much a phase matters); X is one window (1, T, F); ``silence`` (1, 1, 1) the front end's; a phase
+    absent from the window gives 0.
     """
     occluded = X.repeat(len(STATES), 1, 1)
     for k in range(len(STATES)):
         occluded[k, frame_states == k + 1] = silence.reshape(())
-    base = probability(X)[0]
-    return (base - probability(occluded)).cpu().numpy()
+    base = score(X)[0]
+    return (base - score(occluded)).cpu().numpy()
 
 
 def group_of(entry):
@@ -87,7 +88,7 @@ def summarize_phases(records, methods):
         time_share = np.array([r[TIME_SHARE] for r in members], dtype=np.float64)
         for what, key in [
             *((m, m) for m in methods),
-            ("phase occlusion (drop in p)", PHASE_DROP),
+            ("phase occlusion (drop in log-odds)", PHASE_DROP),
             ("share of time", TIME_SHARE),
         ]:
             values = np.array([r[key] for r in members], dtype=np.float64)  # (n, 4)

@@ -6,6 +6,7 @@ frequencies, digit decisions on higher ones), for spectrogram and waveform model
   to the input's power in them. So a frame's total is kept, and within a frame it goes where the energy is
   (relevance of a sample cannot be split by frequency by itself).
 * ``relevance_per_band``: each clip's share of positive relevance in each frequency band.
+* ``share_in_interval``: each clip's share of (positive) relevance inside a time interval (the speech).
 """
 
 import torch
@@ -43,3 +44,23 @@ def relevance_per_band(relevance, bin_frequencies, edges_hz=DEFAULT_EDGES_HZ):
         bands.append(positive[:, inside].sum(-1))
     shares = torch.stack(bands, dim=-1) / total[:, None]
     return torch.where(total[:, None] > 0, shares, torch.full_like(shares, float("nan")))
+
+
+def share_in_interval(per_time, times, intervals):
+    """(B, T) non-negative relevance over time at ``times`` (T,) seconds and ``intervals`` (B, 2) [start, end)
+    seconds -> (B,): each clip's share of its relevance inside its interval (NaN for a clip with none).
+
+    Becker et al.'s reading of a waveform model: its relevance should sit where the speech is, not in the
+    silence around it. ``time_share`` of the same intervals is what a map flat in time gets.
+    """
+    times = torch.as_tensor(times, dtype=per_time.dtype)
+    intervals = torch.as_tensor(intervals, dtype=per_time.dtype)
+    inside = (times[None] >= intervals[:, :1]) & (times[None] < intervals[:, 1:])
+    total = per_time.sum(-1)
+    share = (per_time * inside).sum(-1) / total
+    return torch.where(total > 0, share, torch.full_like(share, float("nan")))
+
+
+def time_share(times, intervals):
+    """(B,): the share of ``times`` inside each clip's interval."""
+    return share_in_interval(torch.ones(len(intervals), len(times)), times, intervals)

@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from common.errors import AudioError
+from common.errors import AudioError, DataError
 
 
 def read_audio_file(path, start_s=0.0, duration_s=None, data_bytes=None):
@@ -110,3 +110,15 @@ def load_audio(
     if normalize:
         sig = peak_normalize(sig)
     return sig.float()
+
+
+def audio_info(path, fix):
+    """``soundfile.info`` of ``path`` (its header only), or a DataError naming the file and ``fix`` when it is not
+    audio or holds no samples: preparations call it on every file, so a corrupt one is named before training."""
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise DataError(f"{path} cannot be read as audio ({exc}). {fix}") from exc
+    if info.frames == 0:
+        raise DataError(f"{path} holds no samples. {fix}")
+    return info

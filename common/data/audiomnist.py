@@ -38,6 +38,7 @@ import re
 import shutil
 from pathlib import Path
 
+from common.data.audio import audio_info
 from common.data.download import check_digests, download_and_install, extracted
 from common.errors import DataError, IntegrityError
 from common.io import atomic_write_json, stamp_matches
@@ -291,6 +292,10 @@ def prepare_audiomnist(
             raise DataError(
                 f"The {name} split of {folder} holds only {sorted(genders)} speakers; the gender task needs both."
             )
+    # every file chosen is opened (its header), so a corrupt one is named here, not in the middle of training
+    for wav, _, speaker, _ in recordings:
+        if any(speaker in c for c in chosen.values()):
+            audio_info(wav, "Restore it from the repository or remove it.")
     for name, path in outputs.items():
         entries = {}
         for wav, digit, speaker, index in recordings:

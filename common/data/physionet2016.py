@@ -38,9 +38,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
+from common.data.audio import audio_info
 from common.data.download import download_and_install, download_file, extracted
 from common.errors import DataError, DataNotFoundError, IntegrityError
 from common.io import atomic_write_json, stamp_matches
@@ -162,14 +162,7 @@ def list_recordings(data_folder, sets=None, require_segmentation=False):
             )
         for name in sorted(labels):
             wav = wavs[name]
-            try:
-                info = sf.info(str(wav))
-            except (RuntimeError, sf.LibsndfileError) as exc:
-                raise DataError(
-                    f"{wav} cannot be read as audio ({exc}). Restore it from training.zip or remove it."
-                ) from exc
-            if info.frames == 0:
-                raise DataError(f"{wav} holds no samples. Restore it from training.zip or remove it.")
+            info = audio_info(wav, "Restore it from training.zip or remove it.")
             states = segmentations.get((letter, name))
             if require_segmentation and states is None:
                 raise DataError(

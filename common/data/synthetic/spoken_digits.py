@@ -3,7 +3,8 @@
 ``make_spoken_digits(out_dir, n_speakers, repetitions)`` writes
 ``out_dir/data/<speaker>/<digit>_<speaker>_<index>.wav`` (48 kHz mono, as
 AudioMNIST) and ``out_dir/data/audioMNIST_meta.txt`` with the metadata keys of
-the real data set. A speaker is a voice: a gender, an espeak-ng variant of that
+the real data set, and ``out_dir/speech_intervals.json``, where each recording's speech starts and ends
+(seconds; the rest is silence): the ground truth that the real data set does not have. A speaker is a voice: a gender, an espeak-ng variant of that
 gender (``m1``-``m8``, ``f1``-``f5``), an English accent (``en-us``, ``en-gb``,
 ...), and a base pitch and speed; each repetition varies pitch, speed and level
 a little and sits at a random place in a short silence, as a recording would.
@@ -30,6 +31,7 @@ VARIANTS = {"male": tuple(f"m{k}" for k in range(1, 9)), "female": tuple(f"f{k}"
 PITCH = {"male": (20, 45), "female": (55, 85)}  # espeak-ng -p (0-99)
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc")
 ESPEAK = "espeak-ng"
+SPEECH_INTERVALS = "speech_intervals.json"  # beside data/: each recording's [start, end] of speech, in seconds
 
 
 def espeak_available():
@@ -103,7 +105,7 @@ def make_spoken_digits(out_dir, n_speakers=12, repetitions=5, seed=0, female_fra
         raise DataError(f"n_speakers={n_speakers} and repetitions={repetitions} must be >= 1")
     folder = Path(out_dir) / "data"
     voices = speaker_voices(n_speakers, seed, female_fraction)
-    meta = {}
+    meta, intervals = {}, {}
     for number, voice in voices.items():
         speaker = f"{number:02d}"
         (folder / speaker).mkdir(parents=True, exist_ok=True)
@@ -119,6 +121,7 @@ def make_spoken_digits(out_dir, n_speakers=12, repetitions=5, seed=0, female_fra
                 )
                 wav = _resample(trim_silence(wav), rate, SAMPLE_RATE)
                 lead = int(rng.uniform(0.01, 0.05) * SAMPLE_RATE)
+                intervals[f"{digit}_{speaker}_{index}"] = [lead / SAMPLE_RATE, (lead + len(wav)) / SAMPLE_RATE]
                 wav = np.concatenate([np.zeros(lead, np.float32), wav, np.zeros(int(0.02 * SAMPLE_RATE), np.float32)])
                 if len(wav) > max_s * SAMPLE_RATE:
                     raise DataError(
@@ -137,4 +140,5 @@ def make_spoken_digits(out_dir, n_speakers=12, repetitions=5, seed=0, female_fra
             "recordingroom": "synthetic",
         }
     atomic_write_text(folder / "audioMNIST_meta.txt", json.dumps(meta, indent=1))
+    atomic_write_text(Path(out_dir) / SPEECH_INTERVALS, json.dumps(intervals, indent=0))
     return folder

@@ -8,7 +8,7 @@ controls and a phase-occlusion intervention (Dissanayake et al. 2020). Nothing i
 
 Each of the first ``n_windows`` test windows is explained for its recording's class. Writes to the output
 folder: ``importance_per_phase.md`` / ``.csv`` (per group and method, each phase's mean share of the positive
-importance with 95 % bootstrap intervals, the drop in probability when the phase is silenced, each phase's
+importance with 95 % bootstrap intervals, the drop in the log-odds when the phase is silenced, each phase's
 share of time, and for abnormal windows whose murmur is known how often its phase holds most of the
 importance), ``windows.json`` (every window's numbers), and for the first ``n_examples`` windows
 ``examples/<window>/``: ``phases.png`` (the waveform over its phases, each method's importance over time,
@@ -37,6 +37,7 @@ from common.data.audio import load_audio
 from common.data.datasets import read_manifest
 from common.data.physionet2016 import CLASSES, STATES, read_states, window_states
 from common.interpreters import import_for
+from common.interpreters.lime_shap import target_output
 from common.interpreters.segments import SegmentsOfDuration
 from common.io import atomic_write_json
 from common.models.heart import given_states, states_on_frames
@@ -56,6 +57,7 @@ def build_methods(hparams, model):
         "kernel_shap": {
             "components": SegmentsOfDuration(hparams["shap_segment_ms"] * frames_per_ms),
             "n_samples": hparams["shap_samples"],
+            "output": hparams["explained_output"],
             "batch_size": hparams["explain_batch_size"],
             "top_k": 0,
             "seed": hparams["seed"],
@@ -112,7 +114,7 @@ def main(argv=None):
                 name: method.attribute(X, torch.tensor([target]))[0].detach() for name, method in methods.items()
             }
             drops = phase_occlusion(
-                lambda x, target=target: torch.softmax(model.logits(x), -1)[:, target],
+                lambda x, target=target: target_output(model.logits(x), target, hparams["explained_output"]),
                 X,
                 frame_states[0],
                 model.silence(X),
