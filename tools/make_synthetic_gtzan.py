@@ -3,7 +3,8 @@
 
 python tools/make_synthetic_gtzan.py OUT [--n_per_genre 100 --duration_s 30 --seed 0]
 
-OUT/genres/<genre>/<genre>.000NN.wav (22,050 Hz) and OUT/ground_truth/<clip_id>.json;
+OUT/genres/<genre>/<genre>.000NN.wav (22,050 Hz) and OUT/ground_truth/<clip_id>.json (and with
+--write_stems OUT/stems/<clip_id>/<source>.wav);
 see common/data/synthetic/music.py for the genres' sources.
 python tools/make_synthetic_gtzan.py OUT --genres trio_a trio_b trio_c   # three own sources per class (DRSA)
 """
@@ -27,6 +28,11 @@ def main(argv=None):
         choices=GENRES + CONCEPT_CLASSES,
         help="the ten genres (one discriminative source each), or the concept classes trio_a trio_b trio_c "
         "(three sources of their own each, for concept analysis)",
+    )
+    ap.add_argument(
+        "--write_stems",
+        action="store_true",
+        help="also OUT/stems/<clip_id>/<source>.wav, each source as it is in the mix (audioLIME's oracle sources)",
     )
     args = ap.parse_args(argv)
     options = {k: v for k, v in vars(args).items() if k != "out_dir"}  # every option is the generator's keyword

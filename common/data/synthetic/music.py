@@ -305,8 +305,10 @@ MIXTURES = {**GENRE_MIXTURES, **CONCEPT_MIXTURES}
 
 
 # ----------------------------------------------------------------- clips
-def render_clip(genre, rng, duration_s=30.0, sample_rate=SAMPLE_RATE, noise_rms=0.01):
-    """One clip of ``genre``: (waveform peak-normalised to 0.9, ground-truth dict without the clip id)."""
+def render_clip(genre, rng, duration_s=30.0, sample_rate=SAMPLE_RATE, noise_rms=0.01, return_stems=False):
+    """One clip of ``genre``: (waveform peak-normalised to 0.9, ground-truth dict without the clip id), and
+    with ``return_stems`` its stems: {source name (and ``noise``): its waveform as it is in the mix}, which
+    sum to the mix."""
     if sample_rate < 2 * 10800:
         raise ValueError(f"sample_rate={sample_rate}: the sources reach 10.8 kHz, so use at least 22050 Hz.")
     shared, own, tempo_range = MIXTURES[genre]
@@ -315,6 +317,7 @@ def render_clip(genre, rng, duration_s=30.0, sample_rate=SAMPLE_RATE, noise_rms=
     tempo = float(rng.uniform(*tempo_range))
     grid = Grid(beat_s=60.0 / tempo, offset_s=float(rng.uniform(0.0, 60.0 / tempo)))
     mix = noise_rms * pink_noise(rng, n)
+    stems = {"noise": mix.copy()}
     keep = np.ones(len(own), dtype=bool)
     if len(own) > 1:  # a concept class: each own source sounds with CONCEPT_KEEP_PROB, at least one
         keep = rng.random(len(own)) < CONCEPT_KEEP_PROB
@@ -327,8 +330,8 @@ def render_clip(genre, rng, duration_s=30.0, sample_rate=SAMPLE_RATE, noise_rms=
             source.render(rng, track, grid)
         gain = float(rng.uniform(0.35, 0.7) if source.discriminative else rng.uniform(0.5, 1.0))
         peak = np.abs(track.wave).max()
-        if peak > 0:
-            mix += gain * track.wave / peak
+        stems[source.name] = gain * track.wave / peak if peak > 0 else np.zeros(n)
+        mix += stems[source.name]
         components.append(
             {
                 "name": source.name,
@@ -349,11 +352,19 @@ def render_clip(genre, rng, duration_s=30.0, sample_rate=SAMPLE_RATE, noise_rms=
         "discriminative_component": own[0].name if len(own) == 1 else [source.name for source in own],
         "components": components,
     }
+    if return_stems:
+        return mix * scale, truth, {name: wave * scale for name, wave in stems.items()}
     return mix * scale, truth
 
 
-def make_synthetic_gtzan(out_dir, n_per_genre=100, duration_s=30.0, sample_rate=SAMPLE_RATE, seed=0, genres=GENRES):
-    """Write a GTZAN-layout folder of synthetic clips with ground truth; return the clip ids."""
+def make_synthetic_gtzan(
+    out_dir, n_per_genre=100, duration_s=30.0, sample_rate=SAMPLE_RATE, seed=0, genres=GENRES, write_stems=False
+):
+    """Write a GTZAN-layout folder of synthetic clips with ground truth; return the clip ids.
+
+    ``write_stems``: also ``stems/<clip_id>/<source>.wav`` (float32; and ``noise.wav``), each source as it
+    is in the mix, so that they sum to it: the oracle separation of audioLIME's source components.
+    """
     out_dir = Path(out_dir)
     unknown = [g for g in genres if g not in MIXTURES]
     if unknown:
@@ -364,8 +375,13 @@ def make_synthetic_gtzan(out_dir, n_per_genre=100, duration_s=30.0, sample_rate=
     for genre in genres:
         for k in range(n_per_genre):
             rng = np.random.default_rng([seed, list(MIXTURES).index(genre), k])
-            wave, truth = render_clip(genre, rng, duration_s, sample_rate)
+            wave, truth, stems = render_clip(genre, rng, duration_s, sample_rate, return_stems=True)
             clip_id = f"{genre}.{k:05d}"
+            for name, stem in stems.items() if write_stems else ():
+                stem_path = out_dir / "stems" / clip_id / f"{name}.wav"
+                stem_path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(stem_path, suffix=".wav") as tmp:
+                    sf.write(tmp, stem.astype(np.float32), sample_rate, subtype="FLOAT", format="WAV")
             path = out_dir / "genres" / genre / f"{clip_id}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path, suffix=".wav") as tmp:
