@@ -141,8 +141,9 @@ class NmfSeparator(Separator):
 class OpenUnmixSeparator(Separator):
     """Open-Unmix stems (``model``: ``umxl`` or ``umxhq``; or ``separator``: a built ``openunmix`` Separator)."""
 
-    def __init__(self, model="umxl", targets=None, separator=None, device="cpu"):
+    def __init__(self, model="umxl", targets=None, separator=None, device="cpu", channels=2):
         self.model, self.targets, self.device = model, targets, device
+        self.channels = int(channels)  # the pretrained models are stereo; the mono clip is fed to both
         self._separator = separator
 
     def separator(self):
@@ -169,12 +170,13 @@ class OpenUnmixSeparator(Separator):
         separator = self.separator()
         rate = int(separator.sample_rate)
         audio = AF.resample(wav.float(), sample_rate, rate) if sample_rate != rate else wav.float()
-        stereo = audio[None, None].expand(1, separator.nb_channels, -1)
+        stereo = audio[None, None].expand(1, self.channels, -1).contiguous()
         estimates = separator(stereo)[0].mean(1)  # (K, samples): each target, back to mono
         if sample_rate != rate:
             estimates = AF.resample(estimates, rate, sample_rate)
         estimates = torch.nn.functional.pad(estimates, (0, max(0, wav.shape[-1] - estimates.shape[-1])))
-        return estimates[:, : wav.shape[-1]], list(separator.target_models)
+        names = [*separator.target_models, *(["residual"] if separator.residual else [])]
+        return estimates[:, : wav.shape[-1]], names
 
 
 def make_separator(name, options=None):
