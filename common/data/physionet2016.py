@@ -194,22 +194,32 @@ def window_states(states, recording_rate, start_s, n_samples, sample_rate):
     return torch.from_numpy(out)
 
 
+class WindowStates:
+    """The per-sample states of windows of manifest entries, each recording's segmentation read once."""
+
+    def __init__(self):
+        self.cache = {}
+
+    def __call__(self, path, recording_rate, clip_duration, start_s, n_samples, sample_rate):
+        if path is None:
+            raise DataError("a recording without a segmentation reached a step that needs one; re-prepare")
+        if path not in self.cache:
+            self.cache[path] = read_states(path, int(round(float(recording_rate) * float(clip_duration))))
+        return window_states(self.cache[path], float(recording_rate), float(start_s), n_samples, sample_rate)
+
+
 def add_states(datasets, sample_rate, signal_length_s):
     """Give each window of ``datasets`` (from ``classification_datasets``) its per-sample states (``states_sig``,
     at ``sample_rate``, ``signal_length_s`` long) from its recording's segmentation, each file read once."""
     import speechbrain as sb
 
-    cache = {}
+    states_of = WindowStates()
     n_samples = int(round(sample_rate * signal_length_s))
 
     @sb.utils.data_pipeline.takes("states", "recording_rate", "clip_duration", "start_s")
     @sb.utils.data_pipeline.provides("states_sig")
     def states_pipeline(path, recording_rate, duration, start_s):
-        if path is None:
-            raise DataError("a recording without a segmentation reached the segmentation-given classifier; re-prepare")
-        if path not in cache:
-            cache[path] = read_states(path, int(round(float(recording_rate) * float(duration))))
-        return window_states(cache[path], float(recording_rate), float(start_s), n_samples, sample_rate)
+        return states_of(path, recording_rate, duration, start_s, n_samples, sample_rate)
 
     for dataset in datasets.values():
         dataset.add_dynamic_item(states_pipeline)

@@ -92,8 +92,9 @@ class OracleSeparator(Separator):
             )
             return torch.nn.functional.pad(stem, (0, max(0, wav.shape[-1] - stem.shape[-1])))[: wav.shape[-1]]
 
-        stems = torch.stack([read(p) for p in paths])
-        total = torch.stack([read(p) for p in every]).sum(0)  # the mix as written, before the loader's scaling
+        read_once = {p: read(p) for p in every}
+        stems = torch.stack([read_once[p] for p in paths])
+        total = torch.stack(list(read_once.values())).sum(0)  # the mix as written, before the loader's scaling
         scale = float((wav * total).sum() / (total * total).sum().clamp(min=1e-12))  # the loader's peak scaling
         return stems * scale, [p.stem for p in paths]
 

@@ -35,7 +35,7 @@ from common.analysis.leaderboard.classifiers import read_labels
 from common.data import prepare_from_hparams
 from common.data.audio import load_audio
 from common.data.datasets import read_manifest
-from common.data.physionet2016 import CLASSES, STATES, read_states, window_states
+from common.data.physionet2016 import CLASSES, STATES, WindowStates
 from common.interpreters import import_for
 from common.interpreters.lime_shap import target_output
 from common.interpreters.segments import SegmentsOfDuration
@@ -94,16 +94,13 @@ def main(argv=None):
     sample_rate, length_s = hparams["sample_rate"], hparams["signal_length_s"]
     entries = read_manifest(hparams["test_annotation"], hparams["segment_s"], hparams["segment_hop_s"])
     out = Path(hparams["output_folder"])
-    records, states_cache = [], {}
+    records, states_of = [], WindowStates()
     for k, (window, entry) in enumerate(chosen_windows(entries, hparams["n_windows"])):
         wav = load_audio(entry["wav"], sample_rate, length_s, start_s=entry["start_s"], duration_s=entry["duration_s"])
         if entry["states"] is None:
             raise SystemExit(f"{entry['wav']} has no segmentation; per-phase importance needs one per recording.")
-        path = entry["states"]
-        if path not in states_cache:
-            states_cache[path] = read_states(path, int(round(entry["recording_rate"] * entry["clip_duration"])))
-        sample_states = window_states(
-            states_cache[path], entry["recording_rate"], entry["start_s"], len(wav), sample_rate
+        sample_states = states_of(
+            entry["states"], entry["recording_rate"], entry["clip_duration"], entry["start_s"], len(wav), sample_rate
         )
         X = model.features(wav[None]).detach()
         frame_states = states_on_frames(sample_states[None], front_end.hop, X.shape[1])
