@@ -10,6 +10,7 @@ PREPARERS = {
     "gtzan": "common.data.gtzan:prepare_gtzan_from_hparams",
     "audiomnist": "common.data.audiomnist:prepare_audiomnist_from_hparams",
     "physionet2016": "common.data.physionet2016:prepare_physionet2016_from_hparams",
+    "music_emotion": "common.data.midlevel:prepare_music_emotion_from_hparams",
 }
 
 

@@ -209,28 +209,36 @@ def shapley_kernel_weight(n_components, size):
     return (n_components - 1) / (math.comb(n_components, size) * size * (n_components - size))
 
 
+def shapley_coalitions(K, n_samples, rng):
+    """(N, K) bool coalitions of K players (neither empty nor full) and their regression weights, for a budget
+    of ``n_samples`` evaluations of which two go to the full and empty coalitions: every coalition with its
+    exact Shapley kernel weight when they fit (the regression then gives the exact Shapley values), else
+    sizes drawn in proportion to the kernel's total weight per size, each coalition with its complement."""
+    budget = n_samples - 2
+    if K <= 20 and 2**K - 2 <= budget:
+        codes = np.arange(1, 2**K - 1)
+        coalitions = (codes[:, None] >> np.arange(K)[None, :]) & 1
+        sizes = coalitions.sum(axis=1)
+        weights = np.array([shapley_kernel_weight(K, int(s)) for s in sizes])
+        return coalitions.astype(bool), weights
+    sizes = np.arange(1, K)
+    size_probability = (K - 1) / (sizes * (K - sizes))  # the kernel's total weight per size
+    size_probability /= size_probability.sum()
+    n_pairs = budget // 2
+    drawn = rng.choice(sizes, size=n_pairs, p=size_probability)
+    ranks = rng.random((n_pairs, K)).argsort(axis=1).argsort(axis=1)  # a random order of the players
+    first = ranks < drawn[:, None]  # the drawn number of players, chosen uniformly
+    coalitions = np.concatenate([first, ~first])  # each with its complement
+    return coalitions, np.ones(len(coalitions))
+
+
 @INTERPRETERS.register("kernel_shap")
 class KernelShapInterpreter(ComponentInterpreter):
     """Kernel SHAP with the efficiency constraint (see the module doc); ``top_k`` as in LIME."""
 
     def coalitions_and_weights(self, K, rng):
         """(N, K) bool coalitions (neither empty nor full) and their regression weights."""
-        budget = self.n_samples - 2  # the full and empty coalitions are evaluated apart
-        if K <= 20 and 2**K - 2 <= budget:  # every coalition, with its exact kernel weight
-            codes = np.arange(1, 2**K - 1)
-            coalitions = (codes[:, None] >> np.arange(K)[None, :]) & 1
-            sizes = coalitions.sum(axis=1)
-            weights = np.array([shapley_kernel_weight(K, int(s)) for s in sizes])
-            return coalitions.astype(bool), weights
-        sizes = np.arange(1, K)
-        size_probability = (K - 1) / (sizes * (K - sizes))  # the kernel's total weight per size
-        size_probability /= size_probability.sum()
-        n_pairs = budget // 2
-        drawn = rng.choice(sizes, size=n_pairs, p=size_probability)
-        ranks = rng.random((n_pairs, K)).argsort(axis=1).argsort(axis=1)  # a random order of the components
-        first = ranks < drawn[:, None]  # the drawn number of components, chosen uniformly
-        coalitions = np.concatenate([first, ~first])  # each with its complement
-        return coalitions, np.ones(len(coalitions))
+        return shapley_coalitions(K, self.n_samples, rng)
 
     def explain_components(self, x, base, ids, target, seed):
         K = int(ids.max()) + 1

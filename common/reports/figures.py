@@ -195,3 +195,52 @@ def save_phase_figure(wav, sample_rate, states, importances, frame_rate, path, t
         ax.set_ylabel(name, fontsize=8)
     axes[-1].set_xlabel("time (s)")
     save_figure(fig, path, dpi=80)
+
+
+def save_grouped_bars(groups, labels, path, title="", ylabel="effect"):
+    """Bars of several explanations of the same quantities side by side: ``groups`` {name: (K,) values},
+    one cluster of bars per label, as a png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(groups)
+    values = np.stack([_numpy(groups[n]).reshape(-1) for n in names])
+    if values.shape[1] != len(labels):
+        raise ValueError(f"{len(labels)} labels for {values.shape[1]} values per group")
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(labels) + 2), 3.4))
+    for i, name in enumerate(names):
+        ax.bar(np.arange(len(labels)) + (i - (len(names) - 1) / 2) * width, values[i], width, label=name)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(labels)), [str(label) for label in labels], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    save_figure(fig, path, dpi=80)
+
+
+def save_weight_matrices(matrices, row_labels, col_labels, path, title=""):
+    """Side-by-side signed matrices ``matrices`` {name: (R, C)}, each on its own symmetric colour scale with its
+    values printed, as a png (e.g. learned against true mid-level -> emotion weights)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        1, len(matrices), figsize=(0.55 * len(col_labels) * len(matrices) + 2.5, 4.2), squeeze=False
+    )
+    for ax, (name, matrix) in zip(axes[0], matrices.items(), strict=True):
+        m = _numpy(matrix)
+        scale = float(np.abs(m).max()) or 1.0
+        shown = ax.imshow(m, cmap="RdBu_r", vmin=-scale, vmax=scale)
+        for (r, c), value in np.ndenumerate(m):
+            ax.text(c, r, f"{value:.2g}", ha="center", va="center", fontsize=6)
+        ax.set_xticks(range(len(col_labels)), col_labels, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(row_labels)), row_labels, fontsize=7)
+        ax.set_title(name, fontsize=9)
+        fig.colorbar(shown, ax=ax, fraction=0.046)
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, path, dpi=80)
