@@ -33,7 +33,9 @@ ATTRIBUTES = np.array([0.6, 0.3, 0.7, 0.5, 0.4, 0.8, 0.5])
 @pytest.fixture(scope="module")
 def music(tmp_path_factory):
     out = tmp_path_factory.mktemp("midlevel_music")
-    truth = make_midlevel_music(out, n_midlevel=12, n_soundtracks=10, seed=3, duration_s=1.0, mid_noise=0.0, emotion_noise=0.0)
+    truth = make_midlevel_music(
+        out, n_midlevel=12, n_soundtracks=10, seed=3, duration_s=1.0, mid_noise=0.0, emotion_noise=0.0
+    )
     return out, truth
 
 
@@ -162,7 +164,10 @@ def _osf_listing(tmp_path, files, with_folder=True):
     folder_page.write_text(json.dumps({"data": [entry(*files[1])], "links": {"next": None}}))
     page2 = tmp_path / "api_page2.json"
     page2.write_text(json.dumps({"data": [entry(*files[0])], "links": {"next": None}}))
-    folder = {"attributes": {"kind": "folder", "name": "audio"}, "relationships": {"files": {"links": {"related": {"href": folder_page.as_uri()}}}}}
+    folder = {
+        "attributes": {"kind": "folder", "name": "audio"},
+        "relationships": {"files": {"links": {"related": {"href": folder_page.as_uri()}}}},
+    }
     page1 = tmp_path / "api_page1.json"
     page1.write_text(json.dumps({"data": [folder] if with_folder else [], "links": {"next": page2.as_uri()}}))
     return page1.as_uri()
@@ -277,7 +282,9 @@ def test_agreement_and_weight_measures_tell_right_from_wrong():
     assert flipped["spearman"] == pytest.approx(-1.0) and flipped["sign_agreement"] == 0.0
     assert abs(explanation_agreement(a, rng.normal(size=a.shape))["spearman"]) < 0.3
     right, rows = weight_rows(TRUE_WEIGHTS / 9.0 * 1.7)
-    assert right["sign agreement (true weight != 0)"] == 1.0 and right["spearman (all 56 weights)"] == pytest.approx(1.0)
+    assert right["sign agreement (true weight != 0)"] == 1.0 and right["spearman (all 56 weights)"] == pytest.approx(
+        1.0
+    )
     assert rows[0]["signs right"] == "4/4"
     wrong = TRUE_WEIGHTS.copy()
     wrong[:, 6] *= -1  # minorness read backwards

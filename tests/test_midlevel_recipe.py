@@ -25,9 +25,18 @@ def music(tmp_path_factory):
 def test_the_recipe_trains_both_models_and_explains_them_side_by_side(music, tmp_path):
     data = ["--midlevel_folder", music / "midlevel", "--soundtracks_folder", music / "soundtracks"]
     joint, blackbox = tmp_path / "joint", tmp_path / "blackbox"
-    explain = [RECIPE / "explain_midlevel.py", RECIPE / "hparams" / "joint.yaml", *data, "--output_folder", joint, *TINY]
+    explain = [
+        RECIPE / "explain_midlevel.py",
+        RECIPE / "hparams" / "joint.yaml",
+        *data,
+        "--output_folder",
+        joint,
+        *TINY,
+    ]
     early = run_recipe(*explain, "--blackbox_source", blackbox / "save", check=False)
-    assert early.returncode != 0 and "No checkpoint of the bottleneck" in early.stdout and "Train it first" in early.stdout
+    assert (
+        early.returncode != 0 and "No checkpoint of the bottleneck" in early.stdout and "Train it first" in early.stdout
+    )
 
     run_recipe(RECIPE / "train.py", RECIPE / "hparams" / "joint.yaml", *data, "--output_folder", joint, *TINY)
     result = json.loads((joint / "test_results.json").read_text())
@@ -35,7 +44,9 @@ def test_the_recipe_trains_both_models_and_explains_them_side_by_side(music, tmp
     test = json.loads((joint / "manifest" / "test.json").read_text())
     assert result["n_emotion_clips"] == sum(k.startswith("soundtracks/") for k in test) == 5
     assert "| minorness | mid-level |" in (joint / "test_correlations.md").read_text()
-    run_recipe(RECIPE / "train.py", RECIPE / "hparams" / "joint.yaml", *data, "--output_folder", joint, *TINY, "--test_only")
+    run_recipe(
+        RECIPE / "train.py", RECIPE / "hparams" / "joint.yaml", *data, "--output_folder", joint, *TINY, "--test_only"
+    )
     assert json.loads((joint / "test_results.json").read_text())["emotion_r"] == pytest.approx(result["emotion_r"])
 
     wrong = run_recipe(*explain, "--blackbox_source", joint / "save", check=False)
@@ -55,12 +66,20 @@ def test_the_recipe_trains_both_models_and_explains_them_side_by_side(music, tmp
         effects, shap, truth = (np.array(e[k]) for k in ("effects", "shap_blackbox", "truth"))
         assert effects.shape == shap.shape == truth.shape == (8, 7)
         # each explanation adds up to its own change of output from the reference clip (efficiency)
-        np.testing.assert_allclose(effects.sum(1), np.subtract(e["bottleneck_emotion"], e["bottleneck_reference_emotion"]), atol=2e-3)
-        np.testing.assert_allclose(shap.sum(1), np.subtract(e["blackbox_emotion"], e["blackbox_reference_emotion"]), atol=2e-3)
+        np.testing.assert_allclose(
+            effects.sum(1), np.subtract(e["bottleneck_emotion"], e["bottleneck_reference_emotion"]), atol=2e-3
+        )
+        np.testing.assert_allclose(
+            shap.sum(1), np.subtract(e["blackbox_emotion"], e["blackbox_reference_emotion"]), atol=2e-3
+        )
         np.testing.assert_allclose(truth.sum(1), np.subtract(e["true_emotion"], e["true_reference_emotion"]), atol=2e-3)
         assert np.abs(truth).max() > 0.1
     agreement = (out / "agreement.md").read_text()
-    for row in ("| black-box Kernel SHAP | truth |", "| bottleneck effects | black-box Kernel SHAP |", "| random (control) | truth |"):
+    for row in (
+        "| black-box Kernel SHAP | truth |",
+        "| bottleneck effects | black-box Kernel SHAP |",
+        "| random (control) | truth |",
+    ):
         assert row in agreement
     assert "sign agreement (true weight != 0)" in (out / "weights_vs_truth.md").read_text()
     pngs = sorted(p.name for p in out.glob("*.png"))
