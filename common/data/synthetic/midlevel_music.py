@@ -19,16 +19,18 @@ melodiousness       each melodic step is a scale step (smooth contour) with this
 articulation        staccato: a note lasts 1.3 (legato, overlapping) down to
                     0.15 of the time to the next onset, with a sharper attack
 rhythm_stability    onset regularity: each onset is jittered by (1 - value) x
-                    0.35 of the inter-onset interval (a fixed normal draw)
+                    0.5 of the inter-onset interval (a fixed normal draw, clipped
+                    at 1.5)
 rhythm_complexity   density: 8 to 32 melody notes per clip (realised: the count,
                     rescaled), plus off-grid ornaments as density rises
 dissonance          each chord carries two clashing tones (a semitone and a
                     tritone above its root) with this probability; realised:
                     the fraction of clashing chords
 tonal_stability     each chord's root is in the key's progression with this
-                    probability, else any of the 12 pitch classes; the melody
-                    strays off its scale on unstable chords; realised: the
-                    fraction of in-key chords
+                    probability, else any of the 12 pitch classes, and then its
+                    pitch (and the melody's over it) drifts by 0.8 semitone and
+                    the melody strays off its scale: no tonal centre to hold;
+                    realised: the fraction of in-key chords
 minorness           each chord (and the melody's scale over it) is minor with
                     this probability; realised: the fraction of minor chords
 ==================  ==========================================================
@@ -75,6 +77,8 @@ TRUE_WEIGHTS = np.array(
 EMOTION_INTERCEPT = 5.0
 
 CHORD_S = 0.5
+JITTER = 0.5  # an onset's jitter at rhythm stability 0, in inter-onset intervals per standard normal draw
+GLIDE_SEMITONES = 0.8  # pitch drift of an out-of-key chord (and the melody over it) over its 0.5 s
 MIN_NOTES, MAX_NOTES = 8, 32
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
 MINOR = (0, 2, 3, 5, 7, 8, 10)
@@ -92,10 +96,13 @@ def _midi_hz(midi):
     return 440.0 * 2.0 ** ((np.asarray(midi, dtype=np.float64) - 69.0) / 12.0)
 
 
-def _note(freq, n, sr, attack_s, partials=(1.0, 0.5, 0.25)):
-    """A harmonic tone of ``n`` samples: attack, then exponential decay to about -30 dB."""
+def _note(freq, n, sr, attack_s, partials=(1.0, 0.5, 0.25), glide=0.0):
+    """A harmonic tone of ``n`` samples: attack, then exponential decay to about -30 dB; ``glide`` semitones of
+    pitch drift over its length (0: a steady pitch)."""
     t = np.arange(n) / sr
-    wave = sum(a * np.sin(2 * np.pi * freq * (k + 1) * t) for k, a in enumerate(partials))
+    track = freq * 2.0 ** (glide * t / (12.0 * max(t[-1], 1e-3))) if glide and n > 1 else np.full(n, freq)
+    phase = 2 * np.pi * np.cumsum(track) / sr
+    wave = sum(a * np.sin((k + 1) * phase) for k, a in enumerate(partials))
     env = np.exp(-3.5 * t / max(t[-1], 1e-3)) if n > 1 else np.ones(n)
     a = max(1, min(n, int(attack_s * sr)))
     env[:a] *= np.linspace(0.0, 1.0, a)
@@ -125,6 +132,7 @@ def render(attributes, seed, sample_rate=SAMPLE_RATE, duration_s=DURATION_S):
     in_key = rng["tonality"].random(n_chords) < ton
     stray_roots = rng["tonality"].integers(0, 12, size=n_chords)
     stray_notes = rng["tonality"].random(MAX_NOTES)
+    glides = np.where(rng["tonality"].random(n_chords) < 0.5, -1.0, 1.0) * GLIDE_SEMITONES
     roots = np.where(in_key, tonic + progression, stray_roots) % 12
     minor = rng["mode"].random(n_chords) < mnr
     clash = rng["dissonance"].random(n_chords) < dis
@@ -138,15 +146,16 @@ def render(attributes, seed, sample_rate=SAMPLE_RATE, duration_s=DURATION_S):
             break
         tones = [0, 3 if minor[c] else 4, 7] + ([1, 6] if clash[c] else [])
         base = 57 + roots[c]  # A3 + root: 220-415 Hz
-        chord = sum(_note(_midi_hz(base + t), n, sr, 0.02, partials=(1.0, 0.3)) for t in tones)
+        glide = 0.0 if in_key[c] else glides[c]  # off the key, the chord's pitch also drifts: no centre to hold
+        chord = sum(_note(_midi_hz(base + t), n, sr, 0.02, partials=(1.0, 0.3), glide=glide) for t in tones)
         out[start : start + n] += 0.12 * chord
 
     # rhythm: n notes evenly spaced, each onset jittered by a fixed normal draw scaled by the instability
     n_notes = int(round(MIN_NOTES + (MAX_NOTES - MIN_NOTES) * rcx))
-    jitter_draw = np.clip(rng["rhythm"].standard_normal(MAX_NOTES), -2.0, 2.0)
+    jitter_draw = np.clip(rng["rhythm"].standard_normal(MAX_NOTES), -1.5, 1.5)
     ornament_draw = rng["rhythm"].random(MAX_NOTES)
     ioi = duration_s / n_notes
-    onsets = np.arange(n_notes) * ioi + (1.0 - rst) * 0.35 * ioi * jitter_draw[:n_notes]
+    onsets = np.arange(n_notes) * ioi + (1.0 - rst) * JITTER * ioi * jitter_draw[:n_notes]
     onsets = np.clip(onsets, 0.0, duration_s - 0.05)
 
     # melody: scale degrees in two octaves; a step with probability melodiousness, else a leap
@@ -171,7 +180,8 @@ def render(attributes, seed, sample_rate=SAMPLE_RATE, duration_s=DURATION_S):
             pitch += 1  # off the scale over an unstable chord
         start = int(onsets[k] * sr)
         n = min(n_total - start, max(int(0.03 * sr), int(length * ioi * sr)))
-        out[start : start + n] += 0.3 * _note(_midi_hz(pitch), n, sr, attack_s)
+        glide = 0.0 if in_key[c] else glides[c] * n / chord_n
+        out[start : start + n] += 0.3 * _note(_midi_hz(pitch), n, sr, attack_s, glide=glide)
         if ornament_draw[k] < rcx - 0.5:  # dense passages get off-grid grace notes
             g0 = start + int(0.5 * ioi * sr)
             g = min(n_total - g0, int(0.25 * ioi * sr))
