@@ -20,6 +20,7 @@ from pathlib import Path
 
 from common.data.birdset import BirdSetEvents, class_names, load_birdset_split, write_birdset_fixture
 from common.features import MelDbSpectrogram
+from common.io import atomic_write_json
 from common.recipe import run_recipe
 from common.reports.tables import markdown_table
 
@@ -72,6 +73,9 @@ def main(argv=None):
         "--soundscapes_per_test", type=int, default=8, help="40 s soundscapes per test set (8 segments each)"
     )
     ap.add_argument("--prototypes_per_class", type=int, default=5)
+    ap.add_argument(
+        "--seed", type=int, default=42, help="seeds the data set, the models' initialisation, crops and batch order"
+    )
     ap.add_argument("--debug", action="store_true", help="tiny data and models, 1 epoch each: checks the wiring")
     ap.add_argument(
         "--data_only", action="store_true", help="write the data set (OUTPUT_FOLDER/data, a --data_folder) and stop"
@@ -81,21 +85,41 @@ def main(argv=None):
     if args.debug:
         args.n_species, args.recordings_per_species, args.convnext_epochs, args.protopnet_epochs = 3, 3, 1, 1
     data = out / "data"
-    if not (data / "XCM" / "dataset_dict.json").is_file():
+    stamp = data / "generator.json"
+    generator = {"seed": args.seed, "n_species": args.n_species, "recordings_per_species": args.recordings_per_species,
+                 "soundscapes_per_test": args.soundscapes_per_test, "debug": args.debug}  # fmt: skip
+    if (data / "XCM" / "dataset_dict.json").is_file():
+        if stamp.is_file() and json.loads(stamp.read_text()) != generator:
+            raise SystemExit(
+                f"{data} was written with {stamp.read_text()}, not {generator}: use another --output_folder "
+                "(or delete that data folder) so that the numbers belong to the options given."
+            )
+    else:
         write_birdset_fixture(
             data,
             n_species=args.n_species,
             recordings_per_species=args.recordings_per_species,
             soundscape_s=20.0 if args.debug else 40.0,
             soundscapes_per_test=1 if args.debug else args.soundscapes_per_test,
+            seed=args.seed,
         )
+        atomic_write_json(stamp, generator)
     if args.data_only:
         print(
             f"BirdSet-schema data set (XCM, POW, PER) in {data}; the recipes take it with --data_folder {data} "
             f"--out_n_neurons {args.n_species} --test_configs [POW,PER]"
         )
         return
-    common = ["--data_folder", data, "--out_n_neurons", args.n_species, "--test_configs", "[POW,PER]"]
+    common = [
+        "--data_folder",
+        data,
+        "--out_n_neurons",
+        args.n_species,
+        "--test_configs",
+        "[POW,PER]",
+        "--seed",
+        args.seed,
+    ]
     model_args = TINY if args.debug else SMALL
     mean, std = training_db_statistics(data, int(model_args[model_args.index("--n_mels") + 1]))
     print(f"training set spectrogram statistics: mean {mean:.3f} dB, std {std:.3f} dB (XCL's: -13.369 / 13.162)")
