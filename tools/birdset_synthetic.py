@@ -52,11 +52,14 @@ def chance_level(data_folder, test):
 
 
 def training_db_statistics(data_folder, n_mels):
-    """The synthetic set's own dB mean / std (its level is not XCL's), over one crop of each training recording."""
+    """The synthetic set's own dB mean / std (its level is not XCL's), over one fixed crop of each training recording."""
     split = load_birdset_split(data_folder, "XCM", "train")
+    # one crop centred on each recording's first event, not a random one: the statistics (and so every number
+    # downstream) must not depend on an unseeded draw in this process
     crops = BirdSetEvents(
-        split, len(class_names(split)), "XCM-train", sample_rate=32000, length_s=5, data_folder=data_folder
-    )
+        split, len(class_names(split)), "XCM-train", sample_rate=32000, length_s=5, data_folder=data_folder,
+        random_crop=False,
+    )  # fmt: skip
     front_end = MelDbSpectrogram(n_mels=n_mels)
     return front_end.db_statistics(crops[i]["sig"] for i in range(len(crops)))
 
