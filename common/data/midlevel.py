@@ -56,15 +56,7 @@ MIDLEVEL_FEATURES = (
     "tonal_stability",
     "minorness",
 )
-MIDLEVEL_COLUMNS = (
-    "melody",
-    "articulation",
-    "rhythm_stability",
-    "rhythm_complexity",
-    "dissonance",
-    "tonal_stability",
-    "minorness",
-)
+MIDLEVEL_COLUMNS = ("melody", *MIDLEVEL_FEATURES[1:])  # annotations.csv calls melodiousness "melody"
 EMOTIONS = ("valence", "energy", "tension", "anger", "fear", "happy", "sad", "tender")
 SOUNDTRACK_COLUMNS = EMOTIONS
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg")

@@ -28,7 +28,7 @@ from common.metrics.regression import correlation_table
 from common.models.midlevel import masked_mse
 from common.recipe import setup_experiment
 from common.reports.tables import write_table
-from common.training.classifier import ClassifierBrain, build_brain
+from common.training.classifier import ClassifierBrain, build_brain, fit_and_evaluate
 
 BEST_KEY = "emotion_r"
 
@@ -121,16 +121,7 @@ def main(argv=None):
     _, mid, emotion = read_targets(manifests["train"])
     hparams["model"].set_target_scaling(mid, emotion)  # the checkpoint holds them too; a resumed run recovers them
     brain = build_brain(MidLevelBrain, hparams, run_opts)
-    loader = hparams["dataloader_options"]
-    if not hparams["test_only"]:
-        brain.fit(
-            hparams["epoch_counter"],
-            datasets["train"],
-            datasets["valid"],
-            train_loader_kwargs={**loader, "drop_last": len(datasets["train"]) % loader["batch_size"] == 1},
-            valid_loader_kwargs={**loader, "shuffle": False},
-        )
-    brain.evaluate(datasets["test"], max_key=BEST_KEY, test_loader_kwargs={**loader, "shuffle": False})
+    fit_and_evaluate(brain, hparams, datasets, max_key=BEST_KEY)
 
 
 if __name__ == "__main__":
