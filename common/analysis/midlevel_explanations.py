@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from common.data.midlevel import EMOTIONS, MIDLEVEL_FEATURES
-from common.data.synthetic.midlevel_music import TRUE_WEIGHTS, render, true_emotions
+from common.data.synthetic.midlevel_music import REFERENCE_VALUE, TRUE_WEIGHTS, render, true_emotions
 from common.interpreters.lime_shap import constrained_shapley_regression, shapley_coalitions
 from common.metrics.regression import correlation_table, explanation_agreement
 from common.reports.audio import save_wav
@@ -239,8 +239,14 @@ def write_midlevel_report(explained, clips, ratings, learned_weights, out_folder
             ylabel="w x predicted rating",
         )
         save_wav(out / f"{name}_input.wav", e["wav"], clip.sample_rate)
-        top = int(np.abs(e["effects"][emotion]).argmax())
-        changed = clip.target.copy()
-        changed[top] = 0.5
-        save_wav(out / f"{name}_without_{MIDLEVEL_FEATURES[top]}.wav", clip.render(changed)[0], clip.sample_rate)
+        # the clip with its most effective concept set to the middle of its range, to listen to; a concept whose
+        # realised value the middle does not change (its effect is leakage from other concepts) is passed over
+        _, realised = clip.render(clip.target)
+        for top in np.argsort(-np.abs(e["effects"][emotion])):
+            changed = clip.target.copy()
+            changed[top] = REFERENCE_VALUE
+            wav, realised_changed = clip.render(changed)
+            if realised_changed[top] != realised[top]:
+                save_wav(out / f"{name}_without_{MIDLEVEL_FEATURES[top]}.wav", wav, clip.sample_rate)
+                break
     return {"agreement": agreement, "weights": summary}
