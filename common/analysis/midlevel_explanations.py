@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import stats
 
 from common.data.midlevel import EMOTIONS, MIDLEVEL_FEATURES
 from common.data.synthetic.midlevel_music import REFERENCE_VALUE, TRUE_WEIGHTS, render, true_emotions
@@ -63,8 +64,8 @@ class SyntheticClip:
         self.sample_rate, self.duration_s = int(sample_rate), float(duration_s)
 
     def render(self, attributes):
-        wav, realised = render(attributes, self.seed, self.sample_rate, self.duration_s)
-        return wav, realised
+        """(wav, realised attributes) of this clip with ``attributes``."""
+        return render(attributes, self.seed, self.sample_rate, self.duration_s)
 
 
 @torch.no_grad()
@@ -86,22 +87,13 @@ def explain_clip(clip, bottleneck, blackbox, reference, n_samples, batch_size, s
     ``effects`` (the bottleneck's w_ek (m_k(x) - m_k(reference clip))), ``weight_x_value`` (w_ek m_k(x)),
     ``shap_blackbox`` / ``shap_bottleneck`` (concept Kernel SHAP of each model), ``truth`` (concept Shapley
     values of the generator's noise-free emotions), and the predictions of both models on the clip."""
-    wavs, realised = {}, {}
-
-    def render_rows(rows):
-        out_wavs, out_realised = [], []
-        for row in rows:
-            key = tuple(np.round(row, 9))
-            if key not in wavs:
-                wavs[key], realised[key] = clip.render(row)
-            out_wavs.append(wavs[key])
-            out_realised.append(realised[key])
-        return out_wavs, np.stack(out_realised)
+    rendered = []  # every coalition's clip, row 0 the clip itself
 
     def outputs_of(rows):
-        rendered, real = render_rows(rows)
-        b = model_outputs(bottleneck, rendered, batch_size)
-        k = model_outputs(blackbox, rendered, batch_size)
+        rendered[:] = [clip.render(row) for row in rows]
+        wavs, real = [w for w, _ in rendered], np.stack([r for _, r in rendered])
+        b = model_outputs(bottleneck, wavs, batch_size)
+        k = model_outputs(blackbox, wavs, batch_size)
         return np.concatenate([k["emotion"], b["emotion"], true_emotions(real), b["mid"]], axis=1)
 
     phi, values, _ = concept_kernel_shap(outputs_of, clip.target, reference, n_samples, seed)
@@ -121,7 +113,8 @@ def explain_clip(clip, bottleneck, blackbox, reference, n_samples, batch_size, s
         "bottleneck_reference_emotion": values[1, n_e : 2 * n_e],
         "true_reference_emotion": values[1, 2 * n_e : 3 * n_e],
         "bottleneck_mid": mid_full,
-        "wav": wavs[tuple(np.round(clip.target, 9))],
+        "realised": rendered[0][1],
+        "wav": rendered[0][0],
     }
 
 
@@ -162,8 +155,6 @@ def weight_rows(learned, true_weights=TRUE_WEIGHTS, rating_scale=9.0):
     """Learned (8, 7) weights (emotion points per mid-level rating point) against the generator's (per unit
     of attribute, i.e. per ``rating_scale`` rating points): sign agreement where the truth is not 0, Spearman
     over all weights and per emotion. Returns (summary dict, per-emotion rows)."""
-    from scipy import stats
-
     learned, truth = np.asarray(learned, dtype=np.float64), np.asarray(true_weights, dtype=np.float64) / rating_scale
     nonzero = truth != 0
     summary = {
@@ -241,7 +232,7 @@ def write_midlevel_report(explained, clips, ratings, learned_weights, out_folder
         save_wav(out / f"{name}_input.wav", e["wav"], clip.sample_rate)
         # the clip with its most effective concept set to the middle of its range, to listen to; a concept whose
         # realised value the middle does not change (its effect is leakage from other concepts) is passed over
-        _, realised = clip.render(clip.target)
+        realised = e["realised"]
         for top in np.argsort(-np.abs(e["effects"][emotion])):
             changed = clip.target.copy()
             changed[top] = REFERENCE_VALUE

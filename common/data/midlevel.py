@@ -72,7 +72,9 @@ OFFLINE_HINT = (
 
 
 def _key(name):
-    return "".join(ch for ch in str(name).strip().lower().replace("-", "_").replace(" ", "_") if ch != "\ufeff")
+    """A column name as compared: case, surrounding space, inner spaces and hyphens do not matter (a byte-order
+    mark is dropped when the file is read as utf-8-sig)."""
+    return str(name).strip().lower().replace("-", "_").replace(" ", "_")
 
 
 def read_ratings(path, id_columns, columns, delimiter=","):

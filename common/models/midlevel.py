@@ -73,7 +73,12 @@ class MidLevelEmotionModel(nn.Module):
             getattr(self, f"{name}_std").copy_(torch.nan_to_num(std, nan=1.0).clamp(min=1e-3))
 
     def standardise(self, name, values):
+        """Ratings of ``name`` ("mid" or "emotion") -> standard units."""
         return (values - getattr(self, f"{name}_mean")) / getattr(self, f"{name}_std")
+
+    def to_ratings(self, name, values):
+        """Standard units -> ratings of ``name``: the inverse of ``standardise``."""
+        return values * getattr(self, f"{name}_std") + getattr(self, f"{name}_mean")
 
     def features(self, wavs):
         return self.front_end(wavs)
@@ -94,8 +99,8 @@ class MidLevelEmotionModel(nn.Module):
     def predict(self, X):
         """{"mid": (B, 7) or None, "emotion": (B, 8)} in the ratings' units."""
         out = self.forward_standardised(X)
-        mid = out["mid"] * self.mid_std + self.mid_mean if out["mid"] is not None else None
-        return {"mid": mid, "emotion": out["emotion"] * self.emotion_std + self.emotion_mean}
+        mid = self.to_ratings("mid", out["mid"]) if out["mid"] is not None else None
+        return {"mid": mid, "emotion": self.to_ratings("emotion", out["emotion"])}
 
     def forward(self, wavs):
         return self.predict(self.features(wavs))

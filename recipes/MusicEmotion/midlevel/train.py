@@ -55,12 +55,10 @@ class MidLevelBrain(ClassifierBrain):
         if predictions["mid"] is not None:
             loss = loss + self.hparams.mid_loss_weight * masked_mse(predictions["mid"], model.standardise("mid", mid))
         if stage != sb.Stage.TRAIN:
-            self.outputs["emotion"].append(
-                (predictions["emotion"] * model.emotion_std + model.emotion_mean).detach().cpu()
-            )
+            self.outputs["emotion"].append(model.to_ratings("emotion", predictions["emotion"]).detach().cpu())
             self.outputs["emotion_true"].append(emotion.cpu())
             if predictions["mid"] is not None:
-                self.outputs["mid"].append((predictions["mid"] * model.mid_std + model.mid_mean).detach().cpu())
+                self.outputs["mid"].append(model.to_ratings("mid", predictions["mid"]).detach().cpu())
                 self.outputs["mid_true"].append(mid.cpu())
         return loss
 
