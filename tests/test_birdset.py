@@ -367,8 +367,50 @@ def test_both_stages_evaluation_and_analyses_end_to_end(birdset_fixture, tmp_pat
                 assert proto["last_layer_weight"] >= 0 and proto["training_matches"]
                 assert mpimg.imread(clip / proto["png"]).ndim == 3
                 assert sf.read(clip / proto["region_wav"])[0].size > 0
-        loc = json.loads((app / "analysis" / "local" / test / "localization.json").read_text())["summary"]
-        assert loc["pairs"] >= 1 and 0 <= loc["overlap_fraction"] <= 1 and 0 <= loc["random_box_overlap"] <= 1
+        loc = json.loads((app / "analysis" / "local" / test / "localization.json").read_text())
+        # measured on every clip with true events, not only on the 2 clips rendered
+        truth = json.loads((folder / test / "ground_truth_test_5s.json").read_text())
+        labelled = {(int(c), e["species"]) for c, events in truth.items() for e in events}
+        assert {(r["clip"], r["species"]) for r in loc["rows"]} == labelled
+        assert loc["summary"]["pairs"] == len(labelled) and len(loc["rows"]) == 2 * len(labelled)
+        top = [r for r in loc["rows"] if r["top"]]
+        assert loc["summary"]["box_on_events"] == pytest.approx(np.mean([r["box_on_events"] for r in top]))
+        assert {r["prototype"] for r in loc["per_prototype"]} == {r["prototype"] for r in loc["rows"]}
+        assert (app / "analysis" / "local" / test / "per_prototype.md").is_file()
+
+    # Every localization lever at once: stage 3's map, ProtoPNet's costs and push, the background cost, the
+    # paper's whole-map box. Pushed prototypes are their training patches, so the global analysis's best
+    # match of each is the clip it was pushed onto, at similarity 1 / 1.01.
+    levers = tmp_path / "levers"
+    lever_args = [*data, "--output_folder", levers, "--prototypes_per_class", "2", "--prototype_stage", "3",
+                  "--prototype_channels", "24", "--cluster_weight", "0.8", "--separation_weight", "0.08",
+                  "--background_weight", "1.0", "--push_prototypes", "True", "--box_rule", "whole"]  # fmt: skip
+    runs = []
+    for _ in range(2):  # the rerun finds the pushed model and neither trains nor pushes again
+        # (one real epoch, not --debug: SpeechBrain's debug mode trains again whatever the checkpoint says)
+        run_recipe(RECIPE / "train_audioprotopnet.py", RECIPE / "hparams" / "audioprotopnet.yaml", *lever_args,
+                   "--convnext_source", convnext / "save", "--number_of_epochs", "1")  # fmt: skip
+        ckpts = list((levers / "save").glob("CKPT+*"))
+        assert len(ckpts) == 1  # only the pushed model is kept
+        runs.append((ckpts[0].name, (levers / "save" / "push.json").read_text()))
+    assert runs[0] == runs[1]
+    push = json.loads(runs[0][1])
+    assert "pushed: true" in (ckpts[0] / "CKPT.yaml").read_text()
+    assert torch.load(ckpts[0] / "head.ckpt", weights_only=True)["prototype_vectors"].shape == (6, 24, 1, 1)
+    run_recipe(RECIPE / "global_analysis.py", RECIPE / "hparams" / "audioprotopnet.yaml", *lever_args,
+               "--top_k_clips", "1")  # fmt: skip
+    index = json.loads((levers / "analysis" / "global" / "global_analysis.json").read_text())
+    for p, entry in index["prototypes"].items():
+        best = entry["matches"][0]
+        assert best["clip"] == push["prototypes"][int(p)]["clip"] and best["similarity"] == pytest.approx(
+            1 / 1.01, abs=2e-3
+        )
+        assert np.load(levers / "analysis" / "global" / entry["folder"] / best["patch_npy"]).size > 0
+    run_recipe(RECIPE / "local_analysis.py", RECIPE / "hparams" / "audioprotopnet.yaml", *lever_args,
+               "--local_clips", "1", "--local_top_prototypes", "1", "--local_top_classes", "1")  # fmt: skip
+    report = json.loads((levers / "analysis" / "local" / "POW" / "clip00000" / "explanation.json").read_text())
+    for proto in report["prototypes"]:
+        assert mpimg.imread(levers / "analysis" / "local" / "POW" / "clip00000" / proto["side_by_side_png"]).ndim == 3
 
 
 def test_analyses_without_a_trained_model_say_what_to_run(birdset_fixture, tmp_path):

@@ -3,6 +3,8 @@
 
     python tools/birdset_synthetic.py [--output_folder results/birdset_synthetic] [--debug]
     python tools/birdset_synthetic.py --data_only --output_folder DIR   # only the data set, in DIR/data
+    python tools/birdset_synthetic.py --prototype_stage 3 --prototype_channels 96 ...   # other options: to
+                                                                   # the AudioProtoPNet steps' hparams
 
 Writes a BirdSet-schema data set of synthetic bird species (focal training
 recordings; soundscape test sets with their true events), trains the stage-1
@@ -18,6 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
+from common.analysis.prototypes import localization_line
 from common.data.birdset import BirdSetEvents, class_names, load_birdset_split, write_birdset_fixture
 from common.features import MelDbSpectrogram
 from common.io import atomic_write_json
@@ -83,7 +86,7 @@ def main(argv=None):
     ap.add_argument(
         "--data_only", action="store_true", help="write the data set (OUTPUT_FOLDER/data, a --data_folder) and stop"
     )
-    args = ap.parse_args(argv)
+    args, protopnet_options = ap.parse_known_args(argv)
     out = Path(args.output_folder).resolve()
     if args.debug:
         args.n_species, args.recordings_per_species, args.convnext_epochs, args.protopnet_epochs = 3, 3, 1, 1
@@ -131,11 +134,18 @@ def main(argv=None):
     run("train_convnext.py", "convnext.yaml", *common, "--output_folder", convnext, "--use_pretrained", "False",
         "--number_of_epochs", args.convnext_epochs, "--lr", args.convnext_lr)  # fmt: skip
     app = out / "audioprotopnet"
-    app_args = [*common, "--output_folder", app, "--prototypes_per_class", args.prototypes_per_class]
+    app_args = [
+        *common,
+        "--output_folder",
+        app,
+        "--prototypes_per_class",
+        args.prototypes_per_class,
+        *protopnet_options,
+    ]
     run("train_audioprotopnet.py", "audioprotopnet.yaml", *app_args, "--convnext_source", convnext / "save",
         "--number_of_epochs", args.protopnet_epochs)  # fmt: skip
     run("global_analysis.py", "audioprotopnet.yaml", *app_args, "--top_k_clips", 3)
-    run("local_analysis.py", "audioprotopnet.yaml", *app_args, "--local_clips", 1000)
+    run("local_analysis.py", "audioprotopnet.yaml", *app_args)  # figures for 20 clips, localization on all
 
     rows = [{"model": "chance (random scores)", "test set": t, **chance_level(data, t)} for t in ("POW", "PER")]
     for name, folder in (("ConvNeXt", convnext), ("AudioProtoPNet", app)):
@@ -146,12 +156,7 @@ def main(argv=None):
     for test in ("POW", "PER"):
         loc = app / "analysis" / "local" / test / "localization.json"
         if loc.is_file():
-            s = json.loads(loc.read_text())["summary"]
-            print(
-                f"{test}: most activated prototype's box on the species' true events: {s['overlap_fraction']:.3f} "
-                f"of its area (random box of the same size: {s['random_box_overlap']:.3f}), IoU {s['iou']:.3f}, "
-                f"{s['pairs']} (clip, species) pairs"
-            )
+            print(f"{test}: {localization_line(json.loads(loc.read_text())['summary'])}")
 
 
 if __name__ == "__main__":

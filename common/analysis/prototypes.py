@@ -19,18 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.data.birdset import clip_batches
 from common.interpreters.prototypes import high_activation_box, prototype_maps
-from common.io import atomic_write_json
+from common.io import atomic_path, atomic_write_json
 from common.reports.audio import save_wav
-from common.reports.figures import save_prototype_figure
+from common.reports.figures import save_prototype_figure, save_spectrogram_crops
 from common.reports.tables import write_table
-
-
-def _batches(dataset, indices, batch_size):
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start : start + batch_size]
-        items = [dataset[i] for i in chunk]
-        yield chunk, torch.stack([it["sig"] for it in items]), torch.stack([it["labels"] for it in items])
 
 
 def choose_prototypes(model, dataset, clip_indices, max_prototypes):
@@ -57,7 +51,7 @@ def top_clips_per_prototype(model, dataset, clip_indices, prototype_ids, top_k, 
     ids = torch.as_tensor(prototype_ids)
     best_sims = torch.full((len(ids), 0), -1.0)
     best_clips = torch.zeros((len(ids), 0), dtype=torch.long)
-    for chunk, wavs, _ in _batches(dataset, clip_indices, batch_size):
+    for chunk, wavs, _ in clip_batches(dataset, clip_indices, batch_size):
         X = model.features(wavs)
         maxima = model.head.similarity_maps(model.head.upsample(model.hidden(X)), ids).flatten(2).amax(-1)  # (B, P')
         sims = torch.cat([best_sims, maxima.T], dim=1)
@@ -73,14 +67,42 @@ def _clip_outputs(model, dataset, index):
     return item["sig"], model.features(item["sig"][None]), item["labels"]
 
 
-def _write_match(model, wav, X, sim_map, box, stem, title):
-    """png (spectrogram, heatmap, box), clip wav and boxed-region wav; returns their file names."""
+def _write_match(model, wav, X, sim_map, box, stem, title, patch=False):
+    """png (spectrogram, heatmap, box), clip wav and boxed-region wav (and, with ``patch``, the boxed crop of the
+    spectrogram as png and npy: a prototype's training patch); returns their file names."""
     front_end = model.front_end
     save_prototype_figure(X[0], sim_map, box, stem.with_suffix(".png"), title=title)
+    files = {}
+    if patch:
+        t0, t1, f0, f1 = box
+        crop = X[0, t0:t1, f0:f1].detach().cpu()
+        save_spectrogram_crops([crop], [f"frames {t0}-{t1}, mel bands {f0}-{f1}"],
+                               stem.with_name(stem.name + "_patch.png"), title)  # fmt: skip
+        with atomic_path(stem.with_name(stem.name + "_patch.npy")) as tmp, open(tmp, "wb") as f:
+            np.save(f, crop.numpy())  # to the handle: np.save would add ".npy" to the temporary name
+        files = {"patch_png": stem.name + "_patch.png", "patch_npy": stem.name + "_patch.npy"}
     save_wav(stem.with_name(stem.name + "_clip.wav"), wav, front_end.sample_rate)
     region = front_end.box_to_wav(wav, *box)
     save_wav(stem.with_name(stem.name + "_region.wav"), region, front_end.sample_rate)
-    return {"png": stem.name + ".png", "clip_wav": stem.name + "_clip.wav", "region_wav": stem.name + "_region.wav"}
+    return {"png": stem.name + ".png", "clip_wav": stem.name + "_clip.wav", "region_wav": stem.name + "_region.wav",
+            **files}  # fmt: skip
+
+
+def _save_side_by_side(X, box, match, global_dir, folder, prototype, title):
+    """The test clip's boxed region beside the training patch the prototype is best matched with (the global
+    analysis's top match); returns the png's name, or None when that patch was not saved."""
+    patch = Path(global_dir) / match["folder"] / match["patch_npy"] if match.get("patch_npy") else None
+    if patch is None or not patch.is_file():
+        return None
+    t0, t1, f0, f1 = box
+    name = f"prototype_{prototype:06d}_test_vs_training.png"
+    save_spectrogram_crops(
+        [X[t0:t1, f0:f1].detach().cpu(), np.load(patch)],
+        [f"this clip: frames {t0}-{t1}, mel bands {f0}-{f1}", f"training patch: {match['clip_id']}"],
+        folder / name,
+        title,
+    )
+    return name
 
 
 def box_seconds(model, box):
@@ -97,7 +119,10 @@ def box_seconds(model, box):
 
 
 @torch.no_grad()
-def global_analysis(model, dataset, out_dir, class_names, top_k=5, max_prototypes=None, max_clips=None, percentile=95):
+def global_analysis(
+    model, dataset, out_dir, class_names, top_k=5, max_prototypes=None, max_clips=None, percentile=95,
+    box_rule="connected",
+):  # fmt: skip
     """Write one folder per prototype with its ``top_k`` most similar training clips; return the index."""
     model.eval()
     out_dir = Path(out_dir)
@@ -117,9 +142,9 @@ def global_analysis(model, dataset, out_dir, class_names, top_k=5, max_prototype
             wav, X, labels = _clip_outputs(model, dataset, clip)
             maps, _ = prototype_maps(model, X, [p])
             sim_map = maps[0, 0]
-            box = high_activation_box(sim_map, percentile)
+            box = high_activation_box(sim_map, percentile, box_rule)
             title = f"prototype {p} ({class_names[cls]}) rank {rank}: clip {clip}, similarity {sim:.3f}"
-            files = _write_match(model, wav, X, sim_map, box, folder / f"rank{rank}_clip{clip}", title)
+            files = _write_match(model, wav, X, sim_map, box, folder / f"rank{rank}_clip{clip}", title, patch=True)
             matches.append(
                 {
                     "rank": rank,
@@ -153,65 +178,82 @@ def local_analysis(
     top_classes=3,
     percentile=95,
     ground_truth=None,
+    box_rule="connected",
 ):
-    """Explain ``n_clips`` test clips by their prototypes; returns the localization summary (or None)."""
+    """Explain ``n_clips`` test clips by their prototypes; with ``ground_truth`` ({clip: events}), measure the
+    localization of every clip that has events (rendered or not) and return its summary (else None)."""
     model.eval()
     out_dir = Path(out_dir)
+    rows = []
+    measured = sorted(int(c) for c in ground_truth if int(c) < len(dataset)) if ground_truth else []
+    for clip in sorted(set(range(min(n_clips, len(dataset)))) | set(measured)):
+        wav, X, labels = _clip_outputs(model, dataset, clip)
+        localization = None
+        if clip in measured:
+            localization = localize_prototypes(model, X, labels, ground_truth[str(clip)], class_names, percentile,
+                                               box_rule)  # fmt: skip
+            rows.extend({"clip": clip, **r} for r in localization)
+        if clip < n_clips:
+            report = _explain_clip(model, dataset, clip, wav, X, labels, out_dir, class_names, class_indices,
+                                   global_index, global_dir, top_prototypes, top_classes, percentile, box_rule)  # fmt: skip
+            if localization is not None:
+                report["localization"] = localization
+            atomic_write_json(out_dir / f"clip{clip:05d}" / "explanation.json", report)
+    return summarize_localization(rows, out_dir) if ground_truth is not None else None
+
+
+def _explain_clip(model, dataset, clip, wav, X, labels, out_dir, class_names, class_indices, global_index,
+                  global_dir, top_prototypes, top_classes, percentile, box_rule):  # fmt: skip
+    """One clip's figures, wavs and report (the most activated prototypes and the top classes' prototypes)."""
     head, k = model.head, model.head.prototypes_per_class
     scored = list(range(head.n_classes)) if class_indices is None else list(class_indices)
-    overlaps = []
-    for clip in range(min(n_clips, len(dataset))):
-        wav, X, labels = _clip_outputs(model, dataset, clip)
-        out = model.prototype_outputs(X)
-        logits = out.logits[0]
-        probs = torch.sigmoid(logits)
-        sims = out.max_similarities[0]
-        top_cls = sorted(scored, key=lambda c: -float(logits[c]))[:top_classes]
-        allowed = torch.zeros(head.n_prototypes, dtype=torch.bool)
-        for c in scored:
-            allowed[c * k : (c + 1) * k] = True
-        most = torch.where(allowed, sims, torch.full_like(sims, -1.0)).topk(top_prototypes).indices.tolist()
-        shown = list(dict.fromkeys(most + [p for c in top_cls for p in range(c * k, (c + 1) * k)]))
-        maps, _ = prototype_maps(model, X, shown)
-        folder = out_dir / f"clip{clip:05d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        weights = torch.relu(head.last_layer.weight)
-        entries = []
-        for j, p in enumerate(shown):
-            cls = p // k
-            box = high_activation_box(maps[0, j], percentile)
-            title = f"clip {clip}: prototype {p} ({class_names[cls]}), similarity {float(sims[p]):.3f}"
-            files = _write_match(model, wav, X, maps[0, j], box, folder / f"prototype_{p:06d}", title)
-            entry = {
-                "prototype": p,
-                "class": class_names[cls],
-                "similarity": float(sims[p]),
-                "last_layer_weight": float(weights[cls, p % k]),
-                "contribution": float(sims[p] * weights[cls, p % k]),
-                "among_most_activated": p in most,
-                "box": list(box),
-                "box_seconds_hz": box_seconds(model, box),
-                **files,
-            }
-            entries.append(entry | {"training_matches": _training_matches(global_index, global_dir, p, folder)})
-        true = [class_names[i] for i in torch.nonzero(labels).flatten().tolist()]
-        report = {
-            "clip": clip,
-            "clip_id": f"{dataset.name}-{clip}",
-            "labels": true,
-            "top_classes": [
-                {"class": class_names[c], "logit": float(logits[c]), "probability": float(probs[c])} for c in top_cls
-            ],
-            "logits": {class_names[c]: float(logits[c]) for c in scored},
-            "probabilities": {class_names[c]: float(probs[c]) for c in scored},
-            "bias": {class_names[c]: float(head.last_layer.bias[c]) for c in top_cls},
-            "prototypes": entries,
+    out = model.prototype_outputs(X)
+    logits = out.logits[0]
+    probs = torch.sigmoid(logits)
+    sims = out.max_similarities[0]
+    top_cls = sorted(scored, key=lambda c: -float(logits[c]))[:top_classes]
+    allowed = torch.zeros(head.n_prototypes, dtype=torch.bool)
+    for c in scored:
+        allowed[c * k : (c + 1) * k] = True
+    most = torch.where(allowed, sims, torch.full_like(sims, -1.0)).topk(top_prototypes).indices.tolist()
+    shown = list(dict.fromkeys(most + [p for c in top_cls for p in range(c * k, (c + 1) * k)]))
+    maps, _ = prototype_maps(model, X, shown)
+    folder = out_dir / f"clip{clip:05d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = torch.relu(head.last_layer.weight)
+    entries = []
+    for j, p in enumerate(shown):
+        cls = p // k
+        box = high_activation_box(maps[0, j], percentile, box_rule)
+        title = f"clip {clip}: prototype {p} ({class_names[cls]}), similarity {float(sims[p]):.3f}"
+        files = _write_match(model, wav, X, maps[0, j], box, folder / f"prototype_{p:06d}", title)
+        entry = {
+            "prototype": p,
+            "class": class_names[cls],
+            "similarity": float(sims[p]),
+            "last_layer_weight": float(weights[cls, p % k]),
+            "contribution": float(sims[p] * weights[cls, p % k]),
+            "among_most_activated": p in most,
+            "box": list(box),
+            "box_seconds_hz": box_seconds(model, box),
+            **files,
         }
-        if ground_truth is not None and str(clip) in ground_truth:
-            report["localization"] = _localize(model, X, labels, ground_truth[str(clip)], class_names, percentile)
-            overlaps.extend(report["localization"])
-        atomic_write_json(folder / "explanation.json", report)
-    return _summarize_localization(overlaps, out_dir) if ground_truth is not None else None
+        matches = _training_matches(global_index, global_dir, p, folder)
+        if matches:
+            entry["side_by_side_png"] = _save_side_by_side(X[0], box, matches[0], global_dir, folder, p, title)
+        entries.append(entry | {"training_matches": matches})
+    return {
+        "clip": clip,
+        "clip_id": f"{dataset.name}-{clip}",
+        "labels": [class_names[i] for i in torch.nonzero(labels).flatten().tolist()],
+        "top_classes": [
+            {"class": class_names[c], "logit": float(logits[c]), "probability": float(probs[c])} for c in top_cls
+        ],
+        "logits": {class_names[c]: float(logits[c]) for c in scored},
+        "probabilities": {class_names[c]: float(probs[c]) for c in scored},
+        "bias": {class_names[c]: float(head.last_layer.bias[c]) for c in top_cls},
+        "prototypes": entries,
+    }
 
 
 def _training_matches(global_index, global_dir, prototype, folder):
@@ -225,38 +267,69 @@ def _training_matches(global_index, global_dir, prototype, folder):
         if src.is_file():
             shutil.copyfile(src, folder / f"prototype_{prototype:06d}_training_match.png")
     return [
-        {key: m[key] for key in ("clip_id", "similarity", "box", "png", "region_wav")} | {"folder": entry["folder"]}
+        {
+            key: m[key]
+            for key in ("clip_id", "similarity", "box", "png", "region_wav", "patch_png", "patch_npy")
+            if key in m
+        }
+        | {"folder": entry["folder"]}
         for m in matches
     ]
 
 
-def _localize(model, X, labels, events, class_names, percentile=95):
-    """Per labelled species with true events: its most activated prototype's box against those events."""
+def _box_scores(score_map, truth, percentile, box_rule):
+    """How one (T, F) map localizes against a (T, F) bool truth: its box's share on the truth, the box's IoU,
+    a same-size random box's share, the map's mass on the truth, and whether its maximum is on the truth."""
+    t0, t1, f0, f1 = high_activation_box(score_map, percentile, box_rule)
+    values = score_map.detach().float().cpu().numpy()
+    values = values - min(float(values.min()), 0.0)  # mass of a non-negative map (an input may be negative)
+    inside = truth[t0:t1, f0:f1]
+    area = (t1 - t0) * (f1 - f0)
+    peak = np.unravel_index(int(values.argmax()), values.shape)
+    return {
+        "box": [t0, t1, f0, f1],
+        "box_on_events": float(inside.mean()),
+        "iou": float(inside.sum() / (truth.sum() + area - inside.sum())),
+        "random_box_on_events": _random_box_overlap(truth, t1 - t0, f1 - f0),
+        "mass_on_events": float(values[truth].sum() / max(values.sum(), 1e-12)),
+        "peak_on_event": bool(truth[peak]),
+    }
+
+
+def localize_prototypes(model, X, labels, events, class_names, percentile=95, box_rule="connected"):
+    """Per labelled species with true events: each of its prototypes' and the input magnitude's localization.
+
+    Returns one row per (species, prototype) with ``_box_scores``'s numbers, whether it is the species'
+    most activated prototype (``top``), the events' share of the spectrogram (the chance of the pointing
+    game and the mass share of a flat map), and the same numbers for the model-blind control, the input
+    spectrogram itself (``input_*``).
+    """
     from common.data.synthetic.soundscapes import event_boxes_mask
 
     fe, k = model.front_end, model.head.prototypes_per_class
     T, F = X.shape[1], X.shape[2]
+    control = None
     rows = []
     for cls in torch.nonzero(labels).flatten().tolist():
         own = [e for e in events if e["species"] == class_names[cls]]
         if not own:
             continue
         truth = event_boxes_mask(own, T, F, sample_rate=fe.sample_rate, hop_length=fe.hop_length, n_fft=fe.n_fft)
+        control = {f"input_{key}": v for key, v in _box_scores(X[0], truth, percentile, box_rule).items()}
         maps, maxima = prototype_maps(model, X, list(range(cls * k, (cls + 1) * k)))
-        best = int(maxima[0].argmax())
-        t0, t1, f0, f1 = high_activation_box(maps[0, best], percentile)
-        inside = truth[t0:t1, f0:f1].mean()
-        area = (t1 - t0) * (f1 - f0)
-        rows.append(
-            {
-                "species": class_names[cls],
-                "prototype": cls * k + best,
-                "box": [t0, t1, f0, f1],
-                "overlap_fraction": float(inside),
-                "iou": float(truth[t0:t1, f0:f1].sum() / (truth.sum() + area - truth[t0:t1, f0:f1].sum())),
-                "random_box_overlap": _random_box_overlap(truth, t1 - t0, f1 - f0),
-            }
-        )
+        top = int(maxima[0].argmax())
+        for j in range(k):
+            rows.append(
+                {
+                    "species": class_names[cls],
+                    "prototype": cls * k + j,
+                    "top": j == top,
+                    "similarity": float(maxima[0, j]),
+                    "events_area": float(truth.mean()),
+                    **_box_scores(maps[0, j], truth, percentile, box_rule),
+                    **control,
+                }
+            )
     return rows
 
 
@@ -271,15 +344,45 @@ def _random_box_overlap(truth, height, width, draws=200, seed=0):
     return float(np.mean(values))
 
 
-def _summarize_localization(rows, out_dir):
+LOCALIZATION_KEYS = ("box_on_events", "random_box_on_events", "iou", "mass_on_events", "peak_on_event")
+
+
+def summarize_localization(rows, out_dir):
+    """Means over (clip, species) pairs of the most activated prototype, of every own prototype, and of the
+    input-magnitude control; a per-prototype table. Writes localization.json/.md, per_prototype.md."""
     if not rows:
         return None
-    summary = {
-        "pairs": len(rows),
-        "overlap_fraction": float(np.mean([r["overlap_fraction"] for r in rows])),
-        "random_box_overlap": float(np.mean([r["random_box_overlap"] for r in rows])),
-        "iou": float(np.mean([r["iou"] for r in rows])),
-    }
-    atomic_write_json(out_dir / "localization.json", {"summary": summary, "pairs": rows})
+    top = [r for r in rows if r["top"]]
+
+    def mean(selected, key):
+        return float(np.mean([float(r[key]) for r in selected]))
+
+    summary = {"pairs": len(top), "events_area": mean(top, "events_area")}
+    summary |= {key: mean(top, key) for key in LOCALIZATION_KEYS}
+    summary |= {f"all_prototypes_{key}": mean(rows, key) for key in LOCALIZATION_KEYS}
+    summary |= {f"input_{key}": mean(top, f"input_{key}") for key in LOCALIZATION_KEYS}
+    per_prototype = []
+    for p in sorted({r["prototype"] for r in rows}):
+        own = [r for r in rows if r["prototype"] == p]
+        per_prototype.append(
+            {"prototype": p, "species": own[0]["species"], "clips": len(own),
+             "times_top": sum(r["top"] for r in own), **{key: mean(own, key) for key in LOCALIZATION_KEYS}}
+        )  # fmt: skip
+    atomic_write_json(out_dir / "localization.json", {"summary": summary, "per_prototype": per_prototype,
+                                                       "rows": rows})  # fmt: skip
     write_table([summary], out_dir / "localization")
+    write_table(per_prototype, out_dir / "per_prototype")
     return summary
+
+
+def localization_line(summary):
+    """One line of a localization summary: the most activated prototype's box, mass and peak against the
+    random box, the events' area and the input-magnitude control."""
+    s = summary
+    return (
+        f"most activated prototype's box on the true events {s['box_on_events']:.3f} of its area (random box "
+        f"{s['random_box_on_events']:.3f}, input magnitude's box {s['input_box_on_events']:.3f}), IoU {s['iou']:.3f}; "
+        f"similarity mass on events {s['mass_on_events']:.3f} (input {s['input_mass_on_events']:.3f}, events' area "
+        f"{s['events_area']:.3f}); maximum on an event {s['peak_on_event']:.3f} (input {s['input_peak_on_event']:.3f}); "
+        f"{s['pairs']} (clip, species) pairs"
+    )

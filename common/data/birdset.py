@@ -34,6 +34,7 @@ import contextlib
 import difflib
 import io
 import logging
+import math
 import random
 import shutil
 from pathlib import Path
@@ -59,6 +60,7 @@ HUB_SPLITS = {
     **{f"{site}_xc": ("train",) for site in TEST_CONFIGS},
     **{f"{site}_scape": ("test", "test_5s") for site in TEST_CONFIGS},
 }
+EVENT_MASK_RATE = 100  # values per second of a training crop's event mask
 SYNTHETIC_COMMAND = "python tools/birdset_synthetic.py --data_only --output_folder DIR"
 
 
@@ -251,8 +253,29 @@ class BirdSetEvents(_BirdSetSplit):
     def __getitem__(self, index):
         row = self.row(index)
         duration = audio_duration(*_audio_source(row, self.data_folder))
-        start = self.crop_start(row.get("detected_events"), duration)
-        return {"id": f"{self.name}-{index}", "sig": self.read(row, start), "labels": self.labels_of(row)}
+        events = row.get("detected_events")
+        start = self.crop_start(events, duration)
+        return {
+            "id": f"{self.name}-{index}",
+            "sig": self.read(row, start),
+            "labels": self.labels_of(row),
+            "event_mask": self.event_mask(events, start),
+        }
+
+    def event_mask(self, events, start_s):
+        """(length_s x EVENT_MASK_RATE,) float: 1 where the crop starting at ``start_s`` is inside a detected event.
+
+        Only *when* (BirdSet's detected_events have no frequencies): what a penalty on prototype similarity
+        away from the calls can use (``common.models.losses.prototype_background_cost``)."""
+        n = int(round(self.length_s * EVENT_MASK_RATE))
+        mask = torch.zeros(n)
+        for e in events or []:
+            if e is None or len(e) != 2 or not e[1] > e[0]:
+                continue
+            lo = max(0, math.floor((e[0] - start_s) * EVENT_MASK_RATE))
+            hi = min(n, math.ceil((e[1] - start_s) * EVENT_MASK_RATE))
+            mask[lo:hi] = 1.0
+        return mask
 
 
 class BirdSetSegments(_BirdSetSplit):
@@ -478,3 +501,11 @@ def write_birdset_fixture(
         save(config, {"test_5s": rows}, order, {"test_5s": truth})
     shutil.rmtree(staging)
     return names
+
+
+def clip_batches(dataset, indices, batch_size):
+    """(clip indices, waveforms (B, samples), multi-hot labels (B, C)) of ``dataset``'s clips ``indices``."""
+    for start in range(0, len(indices), batch_size):
+        chunk = list(indices[start : start + batch_size])
+        items = [dataset[i] for i in chunk]
+        yield chunk, torch.stack([it["sig"] for it in items]), torch.stack([it["labels"] for it in items])

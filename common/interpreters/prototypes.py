@@ -13,21 +13,33 @@ import torch
 from common.interpreters.base import Interpreter, saliency_to_mask
 from common.registry import INTERPRETERS
 
+BOX_RULES = ("connected", "whole")
 
-def high_activation_box(activation, percentile=95.0):
+
+def high_activation_box(activation, percentile=95.0, rule="connected"):
     """The box [t0, t1) x [f0, f1) of the most activated region of a (T, F) similarity map.
 
-    ProtoPNet's crop thresholds the map at its ``percentile``; here the box
-    bounds the connected above-threshold region that holds the maximum, so
-    two separate matches do not merge into one box spanning the clip.
+    ProtoPNet's crop thresholds the map at its ``percentile`` and bounds every
+    bin above it (``rule="whole"``, the paper's); ``"connected"`` bounds only
+    the connected above-threshold region that holds the maximum, so two
+    separate matches do not merge into one box spanning the clip.
     """
     from scipy import ndimage
 
+    if rule not in BOX_RULES:
+        raise ValueError(f"box rule {rule!r} is not one of {BOX_RULES}")
     values = activation.detach().float().cpu()
-    above = (values >= torch.quantile(values.flatten(), percentile / 100.0)).numpy()
-    regions, _ = ndimage.label(above)
-    peak = np.unravel_index(int(values.argmax()), values.shape)
-    rows, cols = np.nonzero(regions == regions[peak])
+    threshold = torch.quantile(values.flatten(), percentile / 100.0)
+    # a map that is mostly at its floor (ReLU'd similarities far from the prototype) has the floor as its
+    # percentile: then only what rises above the floor is the region, not the whole map
+    above = (values > threshold if threshold <= values.min() else values >= threshold).numpy()
+    if not above.any():  # a constant map: no region stands out
+        above[:] = True
+    if rule == "connected":
+        regions, _ = ndimage.label(above)
+        peak = np.unravel_index(int(values.argmax()), values.shape)
+        above = regions == regions[peak]
+    rows, cols = np.nonzero(above)
     return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
 
 

@@ -137,6 +137,11 @@ class AudioClassifier(torch.nn.Module):
         declared = getattr(self.embedding_model, "map_is_freq_time", None)
         return bool(declared) if isinstance(declared, bool) else self._is_convnext
 
+    @property
+    def map_stage(self):
+        """The ConvNeXt stage whose output ``hidden`` is (the last; a model may read an earlier one)."""
+        return self.embedding_model.config.num_stages
+
     def map_extent(self, n_frames, n_bins):
         """(frames, bins) of the spectrogram that the backbone's final map covers, from frame 0 and bin 0.
 
@@ -149,9 +154,10 @@ class AudioClassifier(torch.nn.Module):
         if not self._is_convnext:
             return n_frames, n_bins
         config = self.embedding_model.config
-        stride = config.patch_size * 2 ** (config.num_stages - 1)
+        stages = self.map_stage
+        stride = config.patch_size * 2 ** (stages - 1)
         frames, bins = n_frames // config.patch_size, n_bins // config.patch_size
-        for _ in range(config.num_stages - 1):
+        for _ in range(stages - 1):
             frames, bins = frames // 2, bins // 2
         return frames * stride, bins * stride
 
@@ -218,6 +224,11 @@ class AudioClassifier(torch.nn.Module):
 
     def forward(self, wavs, head_scores=False):
         """Waveforms -> logits (or, for training losses that scale themselves, head scores)."""
+        X = self.training_features(wavs)
+        return self.head_scores(X) if head_scores else self.logits(X)
+
+    def training_features(self, wavs):
+        """``features(wavs)``, with the feature augmentation (if any) applied in training mode."""
         X = self.features(wavs)
         augment = self.feature_augmentation
         if self.training and augment is not None and getattr(augment, "active", True):
@@ -228,7 +239,7 @@ class AudioClassifier(torch.nn.Module):
                     "(no FrontEnd): pass AudioClassifier(..., silence=VALUE) or drop the augmentation"
                 )
             X = augment(X, silence)
-        return self.head_scores(X) if head_scores else self.logits(X)
+        return X
 
     def predict_proba(self, X):
         logits = self.logits(X)

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from common.errors import CheckpointError
 from common.models.audioprotopnet_weights import load_audioprotopnet_checkpoint, split_audioprotopnet_state_dict
@@ -25,11 +26,24 @@ logger = logging.getLogger(__name__)
 class AudioProtoPNet(AudioClassifier):
     """front-end -> ConvNeXt map -> prototype head (multi-label, sigmoid outputs)."""
 
-    def __init__(self, front_end, embedding_model, head, freeze_backbone=True):
+    def __init__(self, front_end, embedding_model, head, freeze_backbone=True, prototype_stage=None):
         super().__init__(front_end, embedding_model, classifier=head, logit_scale=1.0, multilabel=True)
         self.freeze_backbone = bool(freeze_backbone)
         if self.freeze_backbone:
             self.embedding_model.requires_grad_(False)
+        stages = self.embedding_model.config.num_stages
+        if prototype_stage is not None and (
+            int(prototype_stage) != prototype_stage or not 1 <= prototype_stage <= stages
+        ):
+            raise ValueError(
+                f"prototype_stage must be a ConvNeXt stage 1..{stages} (or None: the last), got {prototype_stage!r}"
+            )
+        # An earlier stage's map has a finer grid and smaller receptive fields (the paper reads the last stage).
+        self.prototype_stage = None if prototype_stage in (None, stages) else int(prototype_stage)
+
+    @property
+    def map_stage(self):
+        return self.prototype_stage or super().map_stage
 
     @property
     def head(self):
@@ -44,11 +58,27 @@ class AudioProtoPNet(AudioClassifier):
     def hidden(self, X):
         if self.freeze_backbone and torch.is_grad_enabled() and self.training:
             with torch.no_grad():  # nothing to learn there: keep no activations for backward
-                return super().hidden(X)
-        return super().hidden(X)
+                return self._backbone_map(X)
+        return self._backbone_map(X)
+
+    def _backbone_map(self, X):
+        if self.prototype_stage is None:
+            return super().hidden(X)
+        convnext = self.embedding_model
+        h = convnext.embeddings(X.transpose(1, 2).unsqueeze(1))  # (B, 1, F, T) as in AudioClassifier.hidden
+        for stage in convnext.encoder.stages[: self.prototype_stage]:  # the later stages are never run
+            h = stage(h)
+        return h
 
     def head_scores_from_hidden(self, hidden):
         return self.head(hidden).logits
+
+    def forward(self, wavs, head_scores=False, prototype_output=False):
+        """As AudioClassifier's, or with ``prototype_output`` the head's whole output (similarity maps too, in
+        training), for the losses on similarities; inside forward so that DDP syncs their gradients."""
+        if prototype_output:
+            return self.head(self.hidden(self.training_features(wavs)))
+        return super().forward(wavs, head_scores)
 
     def prototype_outputs(self, X):
         """The head's full output for spectrograms X: logits, max similarities, their locations (and maps)."""
@@ -56,6 +86,45 @@ class AudioProtoPNet(AudioClassifier):
 
     def regularization_loss(self):
         return self.head.orthogonality_loss()
+
+    def background_cells(self, event_mask, n_frames, n_cells):
+        """(B, n_cells) bool: the head map's time cells holding no detected event, from a crop's (B, n) event
+        mask over its ``n_frames`` spectrogram frames (the map covers the first ``map_extent`` of them)."""
+        covered = self.map_extent(n_frames, n_frames)[0] / n_frames
+        mask = event_mask[:, : max(1, round(covered * event_mask.shape[1]))]
+        return F.adaptive_max_pool1d(mask[:, None], n_cells)[:, 0] == 0
+
+
+@torch.no_grad()
+def push_prototypes(model, batches):
+    """ProtoPNet's push: each prototype becomes the feature vector of the most similar map cell among the
+    training clips of its class, so that it *is* a training call's patch (AudioProtoPNet skips this step).
+
+    ``batches`` yields (clip indices, waveforms, multi-hot labels). Returns, per prototype, where its
+    patch came from: {"clip", "cell": [row, col] on the head's (upsampled) map, "similarity" before the
+    push}; a prototype whose class has no clip keeps its vector (entry None).
+    """
+    model.eval()
+    head = model.head
+    n = head.n_prototypes
+    best = torch.full((n,), -1.0)
+    vectors = head.prototype_vectors.detach().clone().view(n, -1)
+    found = [None] * n
+    own_class = head.prototype_class_identity.cpu()
+    for clips, wavs, labels in batches:
+        features_up = head.upsample(model.hidden(model.features(wavs)))  # (B, C, H, W)
+        maps = head.similarity_maps(features_up)  # (B, P, H, W)
+        values, cells = maps.flatten(2).max(-1)  # (B, P)
+        values = values.masked_fill(labels[:, own_class] <= 0, -1.0)  # only the prototype's own class's clips
+        top, which = values.max(0)  # (P,)
+        for p in torch.nonzero(top > best).flatten().tolist():
+            b, cell = int(which[p]), int(cells[which[p], p])
+            vectors[p] = features_up[b].flatten(1)[:, cell]
+            best[p] = top[p]
+            width = features_up.shape[-1]
+            found[p] = {"clip": int(clips[b]), "cell": [cell // width, cell % width], "similarity": float(top[p])}
+    head.prototype_vectors.data.copy_(vectors.view_as(head.prototype_vectors))
+    return found
 
 
 def load_published_weights(model, path):

@@ -96,6 +96,24 @@ def save_prototype_figure(X, similarity, box, path, title=""):
     save_figure(fig, path, dpi=80)
 
 
+def save_spectrogram_crops(crops, titles, path, title=""):
+    """One or more (time, freq) spectrogram crops side by side (e.g. a test region and the training patch a
+    prototype matched it with), time on x, as a png, atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(crops), figsize=(3.2 * len(crops), 3.2), squeeze=False)
+    for ax, crop, name in zip(axes[0], crops, titles, strict=True):
+        ax.imshow(_numpy(crop).T, origin="lower", aspect="auto", cmap="magma")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("frame")
+    axes[0][0].set_ylabel("mel band (in the crop)")
+    fig.suptitle(title, fontsize=8)
+    save_figure(fig, path, dpi=80)
+
+
 def save_saliency_heatmap(X, saliency, path, title="", ylabel="frequency bin"):
     """The spectrogram (grey) and a saliency heatmap over it, time on x, as a png, atomically.
 

@@ -140,13 +140,14 @@ def evaluate_test_sets(brain, hparams, data):
     return rows
 
 
-def run_multilabel_recipe(hparams, run_opts, data, brain_class, before_fit=None):
+def run_multilabel_recipe(hparams, run_opts, data, brain_class, before_fit=None, after_fit=None):
     """Train (unless ``test_only``) a ``brain_class`` (a recipe's MultiLabelBrain) and evaluate every test set:
     what BirdSet's stage scripts share.
 
     ``before_fit`` (e.g. loading stage 1's backbone) runs on every process
     before the Brain wraps the model for DDP, and only when there is no
-    checkpoint to resume from (a resumed run restores everything itself).
+    checkpoint to resume from (a resumed run restores everything itself);
+    ``after_fit(brain)`` (e.g. pushing prototypes) runs after training, before the tests.
     """
     if not hparams["test_only"] and before_fit is not None and hparams["checkpointer"].find_checkpoint() is None:
         before_fit()
@@ -159,4 +160,6 @@ def run_multilabel_recipe(hparams, run_opts, data, brain_class, before_fit=None)
     )
     if not hparams["test_only"]:
         fit(brain, hparams, data)
+        if after_fit is not None:
+            after_fit(brain)
     return brain, evaluate_test_sets(brain, hparams, data)

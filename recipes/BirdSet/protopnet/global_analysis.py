@@ -32,6 +32,7 @@ def main(argv=None):
         max_prototypes=hparams["max_prototypes"],
         max_clips=hparams["analysis_clips"],
         percentile=hparams["box_percentile"],
+        box_rule=hparams["box_rule"],
     )
     print(f"{len(index['prototypes'])} prototypes analysed in {Path(hparams['analysis_folder']) / 'global'}")
 

@@ -8,16 +8,18 @@ similarity maps (png with the box) of the most activated prototypes and of the
 top classes' prototypes, the matched training examples of the global analysis
 (run global_analysis.py first to have them), the wav of each matched region,
 and explanation.json (logits, probabilities, similarities, last-layer weights).
-Where the data set gives the true events (synthetic soundscapes), localization.md
-reports how much of each labelled species' most activated prototype's box
-lies on its true events, against a random box of the same size.
+Where the data set gives the true events (synthetic soundscapes), every test clip's
+localization is measured: localization.md (how much of each labelled species' most
+activated prototype's box and similarity mass lies on its true events, whether its
+maximum does, against a random box of the same size and the input-magnitude
+control) and per_prototype.md (the same per prototype).
 """
 
 import json
 import sys
 from pathlib import Path
 
-from common.analysis.prototypes import local_analysis
+from common.analysis.prototypes import local_analysis, localization_line
 from common.data.birdset import birdset_datasets, local_config_dir
 from common.data.synthetic.ground_truth import read_soundscape_events
 from common.models.protopnet import recover_best_audioprotopnet
@@ -47,13 +49,11 @@ def main(argv=None):
             top_prototypes=hparams["local_top_prototypes"],
             top_classes=hparams["local_top_classes"],
             percentile=hparams["box_percentile"],
+            box_rule=hparams["box_rule"],
             ground_truth=truth,
         )
         if summary:
-            print(
-                f"{name}: prototype boxes on true events {summary['overlap_fraction']:.3f} "
-                f"(random box {summary['random_box_overlap']:.3f}, IoU {summary['iou']:.3f}, {summary['pairs']} pairs)"
-            )
+            print(f"{name}: {localization_line(summary)}")
     print(f"Local explanations in {analysis / 'local'}")
 
 

@@ -1,0 +1,168 @@
+"""AudioProtoPNet's localization levers: an earlier ConvNeXt stage, ProtoPNet's cluster / separation costs and
+push, the background cost, the box rules, and the localization measurement they are judged by."""
+
+import numpy as np
+import pytest
+import torch
+
+from common.models.losses import prototype_background_cost, prototype_cluster_cost, prototype_separation_cost
+
+
+def _model(prototype_stage=None, n_classes=2, k=2, seed=0):
+    import transformers
+
+    from common.features import MelDbSpectrogram
+    from common.models.protopnet import AudioProtoPNet
+    from common.models.prototypes import PrototypeHead
+
+    torch.manual_seed(seed)
+    sizes = [8, 16, 24, 32]
+    config = transformers.ConvNextConfig(num_channels=1, hidden_sizes=sizes, depths=[1, 1, 1, 1])
+    channels = sizes[min(prototype_stage or 4, 4) - 1]
+    head = PrototypeHead(n_classes, k, channels)
+    return AudioProtoPNet(MelDbSpectrogram(n_mels=64), transformers.ConvNextModel(config), head,
+                          prototype_stage=prototype_stage).eval()  # fmt: skip
+
+
+def test_an_earlier_stage_is_that_stages_map_and_lands_on_its_finer_grid():
+    model = _model(prototype_stage=3)
+    X = torch.randn(2, 626, 64)
+    with torch.no_grad():
+        reference = model.embedding_model(pixel_values=X.transpose(1, 2).unsqueeze(1), output_hidden_states=True)
+        hidden = model.hidden(X)
+    torch.testing.assert_close(hidden, reference.hidden_states[3])  # stage 3's output, not the last stage's
+    assert hidden.shape == (2, 24, 64 // 16, 626 // 16)
+    assert model.map_extent(626, 64) == (624, 64)  # 39 cells of 16 frames (the last stage: 19 of 32 = 608)
+    assert _model().map_extent(626, 64) == (608, 64)
+    cell = torch.zeros(1, 8, 78)  # the x2-upsampled stage-3 map: each cell onto its own 8 x 8 block
+    cell[0, 5, 70] = 1.0
+    t, f = divmod(int(model.map_to_spectrogram(cell, 626, 64)[0].argmax()), 64)
+    assert 8 * 70 <= t < 8 * 71 and 8 * 5 <= f < 8 * 6
+    assert _model(prototype_stage=4).prototype_stage is None  # the last stage is the paper's map
+    with pytest.raises(ValueError, match="stage 1..4"):
+        _model(prototype_stage=5)
+
+
+def test_cluster_and_separation_costs_are_protopnets_for_similarities():
+    # 3 classes x 2 prototypes; clip 0 has classes 0 and 2, clip 1 only class 1
+    sims = torch.tensor([[0.9, 0.2, 0.3, 0.7, 0.1, 0.4], [0.5, 0.6, 0.8, 0.1, 0.2, 0.3]])
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    # cluster: 1 - best own prototype, per present (clip, class): (0.1 + 0.6 + 0.2) / 3
+    assert prototype_cluster_cost(sims, targets, 2).item() == pytest.approx(0.9 / 3)
+    # separation: best prototype of an absent class per clip: 0.7 (class 1), 0.6 (class 0): mean 0.65
+    assert prototype_separation_cost(sims, targets, 2).item() == pytest.approx(0.65)
+    # raising an own prototype lowers the cluster cost and leaves separation alone; an absent one, the reverse
+    own, other = sims.clone(), sims.clone()
+    own[1, 2] = 0.95
+    other[0, 3] = 0.95
+    assert prototype_cluster_cost(own, targets, 2) < prototype_cluster_cost(sims, targets, 2)
+    assert prototype_separation_cost(own, targets, 2) == prototype_separation_cost(sims, targets, 2)
+    assert prototype_separation_cost(other, targets, 2) > prototype_separation_cost(sims, targets, 2)
+    assert prototype_cluster_cost(other, targets, 2) == prototype_cluster_cost(sims, targets, 2)
+    everything = torch.ones(1, 3)
+    assert prototype_separation_cost(sims[:1], everything, 2).item() == 0.0  # no absent class: no cost
+
+
+def test_background_cost_counts_present_classes_prototypes_off_the_events_only():
+    maps = torch.zeros(2, 4, 3, 5)  # 2 classes x 2 prototypes, (freq 3, time 5)
+    maps[0, 0, 1, 0] = 0.8  # class 0's prototype on clip 0's background cell 0
+    maps[0, 1, 2, 3] = 0.9  # ... its other prototype on an event cell: not a cost
+    maps[0, 2, 0, 1] = 0.7  # class 1 is absent from clip 0: not a cost
+    maps[1, 3, 0, 4] = 0.5  # clip 1 (class 1) on background
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    background = torch.tensor([[True, True, False, False, True], [False, False, False, False, True]])
+    # rows (clip, own prototype): clip 0: 0.8, 0.0; clip 1: 0.0, 0.5
+    assert prototype_background_cost(maps, targets, background, 2).item() == pytest.approx(1.3 / 4)
+    assert prototype_background_cost(maps, targets, torch.zeros_like(background), 2).item() == 0.0
+
+
+def test_background_cells_follow_the_event_mask_over_the_part_the_map_covers():
+    model = _model()
+    mask = torch.zeros(1, 500)  # 5 s at 100 per second
+    mask[0, 250:300] = 1.0  # an event at 2.5-3.0 s
+    background = model.background_cells(mask, 626, 38)  # the x2-upsampled last-stage map: 38 time cells
+    covered_s = 608 * 256 / 32000  # 4.864 s
+    cells = [j for j in range(38) if not background[0, j]]
+    assert cells and all(2.5 - covered_s / 38 <= j * covered_s / 38 <= 3.0 for j in cells), cells
+    assert background[0, :15].all() and background[0, 25:].all()
+
+
+def test_push_makes_each_prototype_a_patch_of_a_training_clip_of_its_class():
+    from common.models.protopnet import push_prototypes
+
+    model = _model(n_classes=3, k=2)
+    wavs = 0.1 * torch.randn(4, 32000 * 2)
+    labels = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [1.0, 1.0, 0], [0, 1.0, 0]])  # class 2 has no clip
+    before = model.head.prototype_vectors.detach().clone()
+    found = push_prototypes(model, [([10, 11], wavs[:2], labels[:2]), ([12, 13], wavs[2:], labels[2:])])
+    assert found[4] is None and found[5] is None  # class 2: left as it was
+    torch.testing.assert_close(model.head.prototype_vectors[4:], before[4:])
+    with torch.no_grad():
+        features_up = model.head.upsample(model.hidden(model.features(wavs)))
+        maps = model.head.similarity_maps(features_up)
+    for p in range(4):
+        clip = found[p]["clip"] - 10
+        assert labels[clip, p // 2] == 1  # a clip of its own class
+        row, col = found[p]["cell"]
+        torch.testing.assert_close(model.head.prototype_vectors[p, :, 0, 0], features_up[clip, :, row, col])
+        assert maps[clip, p, row, col] == pytest.approx(1 / 1.01, abs=1e-3)  # it *is* that patch
+        # and it was the own-class patch most similar to the prototype before the push
+        with torch.no_grad():
+            model.head.prototype_vectors.data[p] = before[p]
+            earlier = model.head.similarity_maps(features_up)[:, p]
+        own = labels[:, p // 2] == 1
+        assert found[p]["similarity"] == pytest.approx(float(earlier[own].max()), abs=1e-6)
+        assert float(earlier[clip, row, col]) == pytest.approx(float(earlier[own].max()), abs=1e-6)
+        model.head.prototype_vectors.data[p] = features_up[clip, :, row, col][:, None, None]
+
+
+def test_box_rules_connected_region_around_the_maximum_or_every_bin_above_the_threshold():
+    from common.interpreters.prototypes import high_activation_box
+
+    activation = torch.zeros(100, 40)
+    activation[10:20, 5:10] = 1.0  # the strongest match
+    activation[70:80, 30:35] = 0.9  # a second one, elsewhere
+    assert high_activation_box(activation, 95, "connected") == (10, 20, 5, 10)
+    assert high_activation_box(activation, 95, "whole") == (10, 80, 5, 35)
+    with pytest.raises(ValueError, match="box rule"):
+        high_activation_box(activation, 95, "peak")
+
+
+def test_localization_scores_a_map_on_the_event_against_the_input_magnitude_control():
+    from common.analysis.prototypes import _box_scores
+
+    truth = np.zeros((100, 40), dtype=bool)
+    truth[40:60, 10:20] = True
+    on_event = torch.zeros(100, 40)
+    on_event[45:55, 12:18] = 1.0
+    loud_elsewhere = torch.zeros(100, 40)
+    loud_elsewhere[0:10, 30:40] = 5.0  # what a loudness detector would pick
+    loud_elsewhere[40:60, 10:20] = 1.0  # the quieter event
+    good, control = _box_scores(on_event, truth, 95, "connected"), _box_scores(loud_elsewhere, truth, 95, "connected")
+    assert good["box_on_events"] == 1.0 and good["peak_on_event"] and good["mass_on_events"] == 1.0
+    assert good["iou"] == pytest.approx(60 / 200)
+    assert control["box_on_events"] == 0.0 and not control["peak_on_event"]
+    assert control["mass_on_events"] == pytest.approx(200 / (200 + 500))
+    assert 0.02 < good["random_box_on_events"] < 0.12  # a 10 x 6 box dropped at random: about the events' 5 %
+
+
+def test_training_crops_carry_their_event_mask(tmp_path):
+    import datasets
+    import soundfile as sf
+
+    from common.data.birdset import BirdSetEvents, _row, birdset_features
+
+    sr = 32000
+    wav = np.zeros(20 * sr, dtype=np.float32)
+    wav[12 * sr : 13 * sr] = 0.5  # the event: 12-13 s
+    sf.write(tmp_path / "long.wav", wav, sr)
+    ds = datasets.Dataset.from_list([_row(str(tmp_path / "long.wav"), [0], events=[(12.0, 13.0)], length_s=20)],
+                                    features=birdset_features(["a"]))  # fmt: skip
+    crops = BirdSetEvents(ds, 1, "t")
+    for _ in range(5):
+        item = crops[0]
+        frames = np.nonzero(item["sig"].numpy() == 0.5)[0] / sr  # where the event is in this crop, in seconds
+        mask = item["event_mask"].numpy()
+        assert mask.shape == (500,) and mask.sum() == pytest.approx(100, abs=1)
+        on = np.nonzero(mask)[0] / 100.0
+        assert abs(on.min() - frames.min()) < 0.011 and abs(on.max() - frames.max()) < 0.011
