@@ -139,7 +139,7 @@ def test_the_synthetic_pipelines_statistics_do_not_depend_on_the_processs_random
     (unseeded) tool process they made two runs with one seed differ (ConvNeXt PER cmAP 0.50 against 0.58)."""
     import random
 
-    from tools.birdset_synthetic import training_db_statistics
+    from common.training.birdset_synthetic import training_db_statistics
 
     folder, _ = birdset_fixture
     random.seed(1)
@@ -235,6 +235,9 @@ TINY_OVERRIDES = {
     "out_n_neurons": 3,
     "test_configs": ["POW", "PER"],
 }  # TINY as overrides
+# audioprotopnet.yaml's head (ConvNeXt stage 3, frequency weights) on TINY's backbone
+TINY_HEAD = ["--prototype_channels", "24", "--frequency_height", "8"]
+TINY_HEAD_OVERRIDES = {"prototype_channels": 24, "frequency_height": 8}
 
 
 def _scores_recomputed(folder, data_folder, hparams_name, **extra):
@@ -317,18 +320,22 @@ def test_both_stages_evaluation_and_analyses_end_to_end(birdset_fixture, tmp_pat
                convnext, "--use_pretrained", "False", "--debug", "--debug_persistently")  # fmt: skip
     _check_results(convnext, recomputed=_scores_recomputed(convnext, folder, "convnext"))
 
-    app_args = [*data, "--output_folder", app, "--prototypes_per_class", "2"]
+    app_args = [*data, "--output_folder", app, "--prototypes_per_class", "2", *TINY_HEAD]
     with pytest.raises(AssertionError, match="--convnext_source"):  # stage 2 needs stage 1
         run_recipe(RECIPE / "train_audioprotopnet.py", RECIPE / "hparams" / "audioprotopnet.yaml", *app_args)
     run_recipe(RECIPE / "train_audioprotopnet.py", RECIPE / "hparams" / "audioprotopnet.yaml", *app_args,
                "--convnext_source", convnext / "save", "--debug", "--debug_persistently")  # fmt: skip
-    _check_results(app, recomputed=_scores_recomputed(app, folder, "audioprotopnet", prototypes_per_class=2))
+    recomputed = _scores_recomputed(app, folder, "audioprotopnet", prototypes_per_class=2, **TINY_HEAD_OVERRIDES)
+    _check_results(app, recomputed=recomputed)
     ckpt = next((app / "save").glob("CKPT+*"))
     head = torch.load(ckpt / "head.ckpt", weights_only=True)
     backbone = torch.load(ckpt / "embedding_model.ckpt", weights_only=True)
     stage1 = torch.load(next((convnext / "save").glob("CKPT+*")) / "embedding_model.ckpt", weights_only=True)
-    assert all(torch.equal(backbone[k], stage1[k]) for k in stage1)  # the backbone stayed frozen
-    assert head["prototype_vectors"].shape == (6, 32, 1, 1) and head["last_layer.weight"].shape == (3, 2)
+    # the defaults' joint training: the stages up to the prototypes' (3) learn, the unused last one does not
+    assert not all(torch.equal(backbone[k], stage1[k]) for k in stage1 if ".stages.2." in k)
+    assert all(torch.equal(backbone[k], stage1[k]) for k in stage1 if ".stages.3." in k or k.startswith("layernorm"))
+    assert head["prototype_vectors"].shape == (6, 24, 1, 1) and head["last_layer.weight"].shape == (3, 2)
+    assert head["frequency_weights"].shape == (6, 8)  # 2 x 64 mels / 16 rows
 
     trained = json.loads((app / "test_results" / "POW.json").read_text())
     (app / "test_results" / "POW.json").unlink()
@@ -378,13 +385,14 @@ def test_both_stages_evaluation_and_analyses_end_to_end(birdset_fixture, tmp_pat
         assert {r["prototype"] for r in loc["per_prototype"]} == {r["prototype"] for r in loc["rows"]}
         assert (app / "analysis" / "local" / test / "per_prototype.md").is_file()
 
-    # Every localization lever at once: stage 3's map, ProtoPNet's costs and push, the background cost, the
-    # paper's whole-map box. Pushed prototypes are their training patches, so the global analysis's best
-    # match of each is the clip it was pushed onto, at similarity 1 / 1.01.
+    # The paper's head (last stage, frozen backbone) with the other levers: ProtoPNet's costs and push, the
+    # background cost, the paper's whole-map box. Pushed prototypes are their training patches, so the global
+    # analysis's best match of each is the clip it was pushed onto, at similarity 1 / 1.01.
     levers = tmp_path / "levers"
-    lever_args = [*data, "--output_folder", levers, "--prototypes_per_class", "2", "--prototype_stage", "3",
-                  "--prototype_channels", "24", "--cluster_weight", "0.8", "--separation_weight", "0.08",
-                  "--background_weight", "1.0", "--push_prototypes", "True", "--box_rule", "whole"]  # fmt: skip
+    lever_args = [*data, "--output_folder", levers, "--prototypes_per_class", "2", "--prototype_stage", "4",
+                  "--prototype_channels", "32", "--frequency_height", "null", "--freeze_backbone", "True",
+                  "--cluster_weight", "0.8", "--separation_weight", "0.08", "--background_weight", "1.0",
+                  "--push_prototypes", "True", "--box_rule", "whole"]  # fmt: skip
     runs = []
     for _ in range(2):  # the rerun finds the pushed model and neither trains nor pushes again
         # (one real epoch, not --debug: SpeechBrain's debug mode trains again whatever the checkpoint says)
@@ -396,7 +404,9 @@ def test_both_stages_evaluation_and_analyses_end_to_end(birdset_fixture, tmp_pat
     assert runs[0] == runs[1]
     push = json.loads(runs[0][1])
     assert "pushed: true" in (ckpts[0] / "CKPT.yaml").read_text()
-    assert torch.load(ckpts[0] / "head.ckpt", weights_only=True)["prototype_vectors"].shape == (6, 24, 1, 1)
+    assert torch.load(ckpts[0] / "head.ckpt", weights_only=True)["prototype_vectors"].shape == (6, 32, 1, 1)
+    backbone = torch.load(ckpts[0] / "embedding_model.ckpt", weights_only=True)
+    assert all(torch.equal(backbone[k], stage1[k]) for k in stage1)  # frozen: the backbone stayed stage 1's
     run_recipe(RECIPE / "global_analysis.py", RECIPE / "hparams" / "audioprotopnet.yaml", *lever_args,
                "--top_k_clips", "1")  # fmt: skip
     index = json.loads((levers / "analysis" / "global" / "global_analysis.json").read_text())
@@ -416,7 +426,7 @@ def test_both_stages_evaluation_and_analyses_end_to_end(birdset_fixture, tmp_pat
 def test_analyses_without_a_trained_model_say_what_to_run(birdset_fixture, tmp_path):
     folder, _ = birdset_fixture
     proc = run_recipe(RECIPE / "global_analysis.py", RECIPE / "hparams" / "audioprotopnet.yaml", "--data_folder",
-                      folder, *TINY, "--output_folder", tmp_path / "none", check=False)  # fmt: skip
+                      folder, *TINY, *TINY_HEAD, "--output_folder", tmp_path / "none", check=False)  # fmt: skip
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "train it first with train_audioprotopnet.py" in output
     assert CheckpointError.__name__ in output
@@ -454,8 +464,11 @@ def test_optimisers_use_the_authors_hyperparameters():
     tiny = {"hidden_sizes": [8, 16, 24, 32], "embedding_channels": 32, "depths": [1, 1, 1, 1], "out_n_neurons": 3}
     groups = {}
     for name in ("convnext", "audioprotopnet"):
+        # stage 2 as the authors run it: their head on the last stage and a frozen backbone (the yaml's
+        # defaults read stage 3 and train the backbone too: one more parameter group)
+        paper = {"prototype_channels": 32, "prototype_stage": 4, "frequency_height": None, "freeze_backbone": True}
         with open(RECIPE / "hparams" / f"{name}.yaml", encoding="utf-8") as f:
-            hp = load_hyperpyyaml(f, {"data_folder": "unused", **tiny})
+            hp = load_hyperpyyaml(f, {"data_folder": "unused", **tiny, **(paper if name == "audioprotopnet" else {})})
         brain = MultiLabelBrain(modules=hp["modules"], opt_class=hp["opt_class"], hparams=hp, run_opts={})
         brain.init_optimizers()
         groups[name] = [

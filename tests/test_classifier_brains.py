@@ -31,7 +31,8 @@ RECIPES = {
     # an orthogonality weight not 1, so that a dropped weight shows
     "audioprotopnet": (BIRDSET / "train_audioprotopnet.py", "AudioProtoPNetBrain", MultiLabelBrain,
                        BIRDSET / "hparams" / "audioprotopnet.yaml",
-                       {**BIRDSET_TINY, "out_n_neurons": 3, "prototypes_per_class": 2, "orthogonality_weight": 2.5},
+                       {**BIRDSET_TINY, "out_n_neurons": 3, "prototypes_per_class": 2, "orthogonality_weight": 2.5,
+                        "prototype_channels": 24, "frequency_height": 8},
                        2.0),
 }  # fmt: skip
 

@@ -41,6 +41,15 @@ def test_an_earlier_stage_is_that_stages_map_and_lands_on_its_finer_grid():
     assert _model(prototype_stage=4).prototype_stage is None  # the last stage is the paper's map
     with pytest.raises(ValueError, match="stage 1..4"):
         _model(prototype_stage=5)
+    import transformers
+
+    from common.features import MelDbSpectrogram
+    from common.models.protopnet import AudioProtoPNet
+    from common.models.prototypes import PrototypeHead
+
+    backbone = transformers.ConvNextModel(transformers.ConvNextConfig(num_channels=1, hidden_sizes=[8, 16, 24, 32]))
+    with pytest.raises(ValueError, match="set prototype_channels to 24"):  # the last stage's width, not stage 3's
+        AudioProtoPNet(MelDbSpectrogram(n_mels=64), backbone, PrototypeHead(2, 2, 32), prototype_stage=3)
 
 
 def test_cluster_and_separation_costs_are_protopnets_for_similarities():

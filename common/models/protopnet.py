@@ -31,6 +31,11 @@ class AudioProtoPNet(AudioClassifier):
         self.freeze_backbone = bool(freeze_backbone)
         if self.freeze_backbone:
             self.embedding_model.requires_grad_(False)
+        self.prototype_stage = None
+        if not self._is_convnext:  # another encoder (e.g. the leaderboard's CNN): its own map
+            if prototype_stage is not None:
+                raise ValueError("prototype_stage picks a ConvNeXt stage; this backbone is not a ConvNeXt")
+            return
         stages = self.embedding_model.config.num_stages
         if prototype_stage is not None and (
             int(prototype_stage) != prototype_stage or not 1 <= prototype_stage <= stages
@@ -40,6 +45,12 @@ class AudioProtoPNet(AudioClassifier):
             )
         # An earlier stage's map has a finer grid and smaller receptive fields (the paper reads the last stage).
         self.prototype_stage = None if prototype_stage in (None, stages) else int(prototype_stage)
+        width = self.embedding_model.config.hidden_sizes[self.map_stage - 1]
+        if getattr(head, "channels", width) != width:
+            raise ValueError(
+                f"The prototypes have {head.channels} channels but ConvNeXt stage {self.map_stage} has {width}: "
+                f"set prototype_channels to {width} (the stage's entry of hidden_sizes)"
+            )
 
     @property
     def map_stage(self):
