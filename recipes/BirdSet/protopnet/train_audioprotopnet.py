@@ -35,6 +35,13 @@ class AudioProtoPNetBrain(MultiLabelBrain):
         names = ("cluster_weight", "separation_weight", "background_weight")
         return {name: getattr(self.hparams, name) for name in names if getattr(self.hparams, name)}
 
+    def n_frames(self, model, wavs):
+        """Spectrogram frames of a crop of this length (computed once per length, not every batch)."""
+        cache = self.__dict__.setdefault("_n_frames", {})
+        if wavs.shape[-1] not in cache:
+            cache[wavs.shape[-1]] = model.features(wavs[:1]).shape[1]
+        return cache[wavs.shape[-1]]
+
     def compute_forward(self, batch, stage):
         wavs, _ = self.augmented_wavs(batch, stage)  # the hparams' augmentation (if any), on training batches
         # dB-normalised log-mel -> frozen ConvNeXt map -> each prototype's max cosine similarity -> last layer,
@@ -68,7 +75,7 @@ class AudioProtoPNetBrain(MultiLabelBrain):
             loss = loss + weights["separation_weight"] * prototype_separation_cost(out.max_similarities, targets, k)
         if "background_weight" in weights:
             mask = batch.event_mask.data.repeat(targets.shape[0] // batch.event_mask.data.shape[0], 1)
-            n_frames = model.features(batch.sig.data[:1]).shape[1]
+            n_frames = self.n_frames(model, batch.sig.data)
             background = model.background_cells(mask, n_frames, out.similarity_maps.shape[-1])
             cost = prototype_background_cost(out.similarity_maps, targets, background, k)
             loss = loss + weights["background_weight"] * cost
