@@ -175,3 +175,84 @@ def test_training_crops_carry_their_event_mask(tmp_path):
         assert mask.shape == (500,) and mask.sum() == pytest.approx(100, abs=1)
         on = np.nonzero(mask)[0] / 100.0
         assert abs(on.min() - frames.min()) < 0.011 and abs(on.max() - frames.max()) < 0.011
+
+
+def _cell_features(model, wavs):
+    with torch.no_grad():
+        return model.head.upsample(model.hidden(model.features(wavs)))
+
+
+def test_pruning_removes_prototypes_whose_nearest_clips_are_of_other_classes():
+    from common.models.protopnet import prune_prototypes
+
+    model = _model(n_classes=3, k=2)
+    torch.manual_seed(1)
+    wavs = 0.1 * torch.randn(6, 32000 * 2)
+    labels = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 1.0, 0], [0, 0, 1.0], [0, 0, 1.0]])
+    features_up = _cell_features(model, wavs)
+    # prototype 0 (class 0) is a cell of a class-0 clip, prototype 1 (class 0) one of a class-1 clip: its
+    # nearest clip is another class's, as a prototype of what every class's recordings share would be
+    vectors = model.head.prototype_vectors.data
+    vectors[0, :, 0, 0], vectors[1, :, 0, 0] = features_up[0, :, 3, 2], features_up[2, :, 1, 4]
+    # both of class 1's prototypes are class-2 cells: pruning both would leave class 1 undetectable
+    vectors[2, :, 0, 0], vectors[3, :, 0, 0] = features_up[4, :, 2, 2], features_up[5, :, 0, 1]
+    batches = [([0, 1, 2], wavs[:3], labels[:3]), ([3, 4, 5], wavs[3:], labels[3:])]
+    record = prune_prototypes(model, batches, k=1, threshold=1)
+    assert record[0]["nearest_clips"] == [0] and record[1]["nearest_clips"] == [2]
+    assert record[1]["similarities"][0] == pytest.approx(1 / 1.01, abs=1e-3)
+    pruned = [r["pruned"] for r in record]
+    assert pruned[:2] == [False, True]
+    assert pruned[2] != pruned[3]  # class 1 keeps one of its two
+    assert model.head.kept_prototypes == [p for p in range(6) if not pruned[p]]
+    with torch.no_grad():
+        out = model.prototype_outputs(model.features(wavs))
+        maps = model.head.similarity_maps(features_up)
+    for p in range(4):  # the prototypes set to cells (class 2's random ones may be 0 anyway, after the relu)
+        assert bool((maps[:, p] == 0).all()) == pruned[p]  # a pruned prototype is 0 everywhere
+    weights = torch.relu(model.head.last_layer.weight)
+    kept_sum = out.max_similarities[:, 0] * weights[0, 0] + model.head.last_layer.bias[0]
+    torch.testing.assert_close(out.logits[:, 0], kept_sum)  # class 0's score is its kept prototype's alone
+
+
+def test_pruning_counts_each_prototypes_k_nearest_clips_of_its_class():
+    from common.models.protopnet import prune_prototypes
+
+    model = _model(n_classes=2, k=3, seed=3)
+    torch.manual_seed(4)
+    wavs = 0.1 * torch.randn(8, 32000 * 2)
+    labels = torch.tensor([[1.0, 0]] * 4 + [[0, 1.0]] * 3 + [[1.0, 1.0]])  # the last clip has both
+    features_up = _cell_features(model, wavs)
+    for p, clip in enumerate([0, 4, 5, 6, 1, 7]):  # class 0 gets cells of class-1 clips, and vice versa
+        model.head.prototype_vectors.data[p, :, 0, 0] = features_up[clip, :, 2, 3]
+    with torch.no_grad():
+        per_clip = model.head.similarity_maps(features_up).flatten(2).amax(-1)  # (clips, prototypes)
+    record = prune_prototypes(model, [(list(range(8)), wavs, labels)], k=3, threshold=2)
+    for p in range(6):
+        nearest = per_clip[:, p].topk(3).indices
+        assert sorted(record[p]["nearest_clips"]) == sorted(nearest.tolist())
+        assert record[p]["own_class_clips"] == int(labels[nearest, p // 3].sum())
+    counts = [r["own_class_clips"] for r in record]
+    for c in range(2):
+        own = range(3 * c, 3 * c + 3)
+        if any(counts[p] >= 2 for p in own):
+            assert all(record[p]["pruned"] == (counts[p] < 2) for p in own)
+        else:  # none pure enough: only the purest stays
+            assert sum(not record[p]["pruned"] for p in own) == 1
+    assert any(r["pruned"] for r in record) and not all(r["pruned"] for r in record)
+
+
+def test_the_pruning_mask_is_saved_and_old_checkpoints_without_it_load_unpruned():
+    from common.models.pretrained import check_state_dict_fits
+    from common.models.prototypes import PrototypeHead
+
+    head = PrototypeHead(2, 2, 8)
+    head.prune([1, 2])
+    state = head.state_dict()
+    assert state["prototype_mask"].tolist() == [1.0, 0.0, 0.0, 1.0]
+    fresh = PrototypeHead(2, 2, 8)
+    fresh.load_state_dict(state)
+    assert fresh.kept_prototypes == [0, 3]
+    old = {k: v for k, v in state.items() if k != "prototype_mask"}  # written before pruning existed
+    check_state_dict_fits(fresh, old, "old.ckpt")
+    fresh.load_state_dict(old)
+    assert fresh.kept_prototypes == [0, 1, 2, 3]

@@ -12,10 +12,12 @@ every test clip's localization is measured (common.analysis.prototypes): how
 much of each labelled species' most activated prototype's box and similarity
 mass lies on its true events and whether its maximum does, against a random
 box of the same size and the input-magnitude control. Box rules need no
-training: they re-measure a trained configuration. Writes levers.md / .csv.
+training: they re-measure a trained configuration; pruning neither: it runs
+on a copy of the configuration trained without it. Writes levers.md / .csv.
 """
 
 import json
+import shutil
 from pathlib import Path
 
 from common.reports.tables import markdown_table, write_table
@@ -23,6 +25,7 @@ from common.training.birdset_synthetic import parser, run, stage_one
 
 COSTS = ["--cluster_weight", "0.8", "--separation_weight", "0.08"]  # ProtoPNet's weights
 PUSH = ["--push_prototypes", "True"]
+PRUNE = ["--prune_prototypes", "True"]
 BACKGROUND = ["--background_weight", "1.0"]
 
 
@@ -37,7 +40,8 @@ def levers(stage_width, n_mels):
 
     joint = ["--freeze_backbone", "False"]  # ProtoPNet's joint phase: the backbone trains with the prototypes
     # every row starts from the paper's model, whatever audioprotopnet.yaml's defaults are
-    paper = [*stage(4), "--freeze_backbone", "True", "--frequency_height", "null", "--push_prototypes", "False"]
+    paper = [*stage(4), "--freeze_backbone", "True", "--frequency_height", "null", "--push_prototypes", "False",
+             "--prune_prototypes", "False"]  # fmt: skip
     box95, box99, whole = ["--box_percentile", "95"], ["--box_percentile", "99"], ["--box_rule", "whole"]
     rows = {
         "paper": (
@@ -63,8 +67,23 @@ def levers(stage_width, n_mels):
             box99,
         ),  # fmt: skip
         "stage3_joint_push": ("stage 3 + joint + push", stage(3) + joint + PUSH, box95),
+        "prune": ("pruning (ProtoPNet's: k 6, threshold 3)", PRUNE, box95),
+        "stage3_joint_freq_p99_prune": (
+            "stage 3 + joint + frequency weights + pruning, 99th connected (the recipe's defaults)",
+            stage(3) + joint + frequency(3) + PRUNE,
+            box99,
+        ),  # fmt: skip
     }
     return {name: (what, merge_options(paper, train), analysis) for name, (what, train, analysis) in rows.items()}
+
+
+def pruned_from(train_options, trained):
+    """The folder of the configuration trained with the same options but no pruning, if it was (pruning
+    changes nothing before it runs, so it can run on a copy of that model instead of a new training)."""
+    options = dict(zip(train_options[::2], train_options[1::2], strict=True))
+    if options.get("--prune_prototypes") != "True":
+        return None
+    return trained.get(tuple(merge_options(train_options, ["--prune_prototypes", "False"])))
 
 
 def merge_options(*option_lists):
@@ -95,9 +114,12 @@ def main(argv=None):
         what, train_options, analysis_options = table[name]
         key = tuple(train_options)
         folder = trained.setdefault(key, out / name)  # a box rule re-measures the model trained without it
+        unpruned = pruned_from(train_options, trained)
+        if folder == out / name and unpruned is not None and not folder.exists():
+            shutil.copytree(unpruned, folder, ignore=shutil.ignore_patterns("analysis", "test_results"))
         own = ["--output_folder", folder, "--prototypes_per_class", args.prototypes_per_class]
         options = merge_options(common, own, train_options, extra)
-        if folder == out / name:
+        if folder == out / name:  # trains, or (a copy of a trained model) resumes at its end: push and prune run
             run("train_audioprotopnet.py", "audioprotopnet.yaml", *options, "--convnext_source", convnext / "save",
                 "--number_of_epochs", args.protopnet_epochs)  # fmt: skip
         analysis = out / name / "analysis"

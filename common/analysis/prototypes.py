@@ -22,43 +22,33 @@ import torch
 from common.data.birdset import clip_batches
 from common.interpreters.prototypes import high_activation_box, prototype_maps
 from common.io import atomic_path, atomic_write_json
+from common.models.protopnet import nearest_clips
 from common.reports.audio import save_wav
 from common.reports.figures import save_prototype_figure, save_spectrogram_crops
 from common.reports.tables import write_table
 
 
 def choose_prototypes(model, dataset, clip_indices, max_prototypes):
-    """Prototypes of the classes that occur most among the analysed clips (all of them if ``max_prototypes`` is None)."""
+    """Prototypes (not pruned) of the classes that occur most among the analysed clips (all of them if
+    ``max_prototypes`` is None)."""
     head = model.head
+    kept = set(head.kept_prototypes)
     if max_prototypes is None:
-        return list(range(head.n_prototypes))
+        return sorted(kept)
     counts = torch.zeros(head.n_classes)
     for i in clip_indices:
         counts += dataset.labels_of(dataset.row(i))
     order = [int(c) for c in torch.argsort(counts, descending=True, stable=True) if counts[c] > 0]
     k = head.prototypes_per_class
-    chosen = [p for c in order for p in range(c * k, (c + 1) * k)]
+    chosen = [p for c in order for p in range(c * k, (c + 1) * k) if p in kept]
     return chosen[:max_prototypes]
 
 
-@torch.no_grad()
 def top_clips_per_prototype(model, dataset, clip_indices, prototype_ids, top_k, batch_size=8):
-    """For each prototype in ``prototype_ids``, the ``top_k`` clips (of ``clip_indices``) most similar to it.
-
-    Keeps a running top-k, so memory is (prototypes x top_k) whatever the
-    number of clips. Returns (similarities (P', k), clip indices (P', k)).
-    """
-    ids = torch.as_tensor(prototype_ids)
-    best_sims = torch.full((len(ids), 0), -1.0)
-    best_clips = torch.zeros((len(ids), 0), dtype=torch.long)
-    for chunk, wavs, _ in clip_batches(dataset, clip_indices, batch_size):
-        X = model.features(wavs)
-        maxima = model.head.similarity_maps(model.head.upsample(model.hidden(X)), ids).flatten(2).amax(-1)  # (B, P')
-        sims = torch.cat([best_sims, maxima.T], dim=1)
-        clips = torch.cat([best_clips, torch.as_tensor(chunk).expand(len(ids), -1)], dim=1)
-        keep = sims.topk(min(top_k, sims.shape[1]), dim=1)
-        best_sims, best_clips = keep.values, clips.gather(1, keep.indices)
-    return best_sims, best_clips
+    """For each prototype in ``prototype_ids``, the ``top_k`` clips (of ``clip_indices``) most similar to it:
+    (similarities (P', k), clip indices (P', k))."""
+    sims, clips, _ = nearest_clips(model, clip_batches(dataset, clip_indices, batch_size), prototype_ids, top_k)
+    return sims, clips
 
 
 def _clip_outputs(model, dataset, index):
@@ -215,8 +205,10 @@ def _explain_clip(model, dataset, clip, wav, X, labels, out_dir, class_names, cl
     allowed = torch.zeros(head.n_prototypes, dtype=torch.bool)
     for c in scored:
         allowed[c * k : (c + 1) * k] = True
-    most = torch.where(allowed, sims, torch.full_like(sims, -1.0)).topk(top_prototypes).indices.tolist()
-    shown = list(dict.fromkeys(most + [p for c in top_cls for p in range(c * k, (c + 1) * k)]))
+    allowed &= head.prototype_mask.cpu() > 0  # pruned prototypes are not part of the model
+    most = torch.where(allowed, sims, torch.full_like(sims, -1.0)).topk(min(top_prototypes, int(allowed.sum())))
+    most = most.indices.tolist()
+    shown = list(dict.fromkeys(most + [p for c in top_cls for p in range(c * k, (c + 1) * k) if allowed[p]]))
     maps, _ = prototype_maps(model, X, shown)
     folder = out_dir / f"clip{clip:05d}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -316,13 +308,14 @@ def localize_prototypes(model, X, labels, events, class_names, percentile=95, bo
             continue
         truth = event_boxes_mask(own, T, F, sample_rate=fe.sample_rate, hop_length=fe.hop_length, n_fft=fe.n_fft)
         control = {f"input_{key}": v for key, v in _box_scores(X[0], truth, percentile, box_rule).items()}
-        maps, maxima = prototype_maps(model, X, list(range(cls * k, (cls + 1) * k)))
+        kept = [p for p in range(cls * k, (cls + 1) * k) if model.head.prototype_mask[p] > 0]  # not pruned
+        maps, maxima = prototype_maps(model, X, kept)
         top = int(maxima[0].argmax())
-        for j in range(k):
+        for j, p in enumerate(kept):
             rows.append(
                 {
                     "species": class_names[cls],
-                    "prototype": cls * k + j,
+                    "prototype": p,
                     "top": j == top,
                     "similarity": float(maxima[0, j]),
                     "events_area": float(truth.mean()),

@@ -98,7 +98,10 @@ def _offline_hint(source, flag):
 def check_state_dict_fits(module, state_dict, source):
     """Raise CheckpointError listing missing/unexpected keys and shape mismatches."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(state_dict))
+    # keys a submodule fills in itself when a checkpoint lacks them (e.g. PrototypeHead's pruning mask)
+    optional = {f"{name}.{key}" if name else key for name, sub in module.named_modules()
+                for key in getattr(sub, "optional_state_keys", ())}  # fmt: skip
+    missing = sorted(set(own) - set(state_dict) - optional)
     unexpected = sorted(set(state_dict) - set(own))
     mismatched = [
         f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"

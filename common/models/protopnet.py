@@ -138,6 +138,61 @@ def push_prototypes(model, batches):
     return found
 
 
+@torch.no_grad()
+def nearest_clips(model, batches, prototype_ids=None, top_k=6):
+    """For each prototype, the ``top_k`` clips holding the cells most similar to it, one cell per clip (as
+    ProtoPNet's search for a prototype's nearest patches), with a running top-k, so memory does not grow
+    with the clips.
+
+    ``batches`` yields (clip indices, waveforms, multi-hot labels). Returns (similarities (P', k), clip
+    indices (P', k), whether each of those clips is labelled with the prototype's class (P', k)).
+    """
+    head = model.head
+    ids = torch.arange(head.n_prototypes) if prototype_ids is None else torch.as_tensor(prototype_ids)
+    own_class = head.prototype_class_identity.cpu()[ids]
+    best_sims = torch.full((len(ids), 0), -1.0)
+    best_clips = torch.zeros((len(ids), 0), dtype=torch.long)
+    best_own = torch.zeros((len(ids), 0), dtype=torch.bool)
+    for clips, wavs, labels in batches:
+        maps = head.similarity_maps(head.upsample(model.hidden(model.features(wavs))), ids)
+        sims = torch.cat([best_sims, maps.flatten(2).amax(-1).T.cpu()], dim=1)  # (P', kept + B)
+        clip_ids = torch.cat([best_clips, torch.as_tensor(clips).expand(len(ids), -1)], dim=1)
+        own = torch.cat([best_own, (labels.cpu()[:, own_class] > 0).T], dim=1)
+        keep = sims.topk(min(top_k, sims.shape[1]), dim=1).indices
+        best_sims, best_clips, best_own = sims.gather(1, keep), clip_ids.gather(1, keep), own.gather(1, keep)
+    return best_sims, best_clips, best_own
+
+
+@torch.no_grad()
+def prune_prototypes(model, batches, k=6, threshold=3):
+    """ProtoPNet's pruning (Chen et al. 2019, k = 6, threshold 3): a prototype whose ``k`` nearest training
+    clips include fewer than ``threshold`` of its own class is removed (its similarity set to 0), since it
+    matches what all classes share (background) rather than its class's calls.
+
+    Deviation: a class keeps at least one prototype (its purest, then most similar), since a class without
+    prototypes could never be detected. Returns one record per prototype: its nearest clips, their
+    similarities, how many are of its class, and whether it was pruned.
+    """
+    model.eval()
+    head = model.head
+    sims, clips, own = nearest_clips(model, batches, top_k=k)
+    counts = own.sum(1)
+    pruned = counts < threshold
+    for c in range(head.n_classes):
+        members = list(head.prototypes_of_class(c))
+        if all(pruned[p] for p in members):
+            best = max(members, key=lambda p: (int(counts[p]), float(sims[p].sum())))
+            pruned[best] = False
+    already = head.prototype_mask <= 0
+    head.prune([p for p in range(head.n_prototypes) if pruned[p] and not already[p]])
+    return [
+        {"prototype": p, "class": head.class_of(p), "nearest_clips": clips[p].tolist(),
+         "similarities": [round(float(v), 6) for v in sims[p]], "own_class_clips": int(counts[p]),
+         "pruned": bool(pruned[p] or already[p])}
+        for p in range(head.n_prototypes)
+    ]  # fmt: skip
+
+
 def load_published_weights(model, path):
     """Load a published AudioProtoPNet checkpoint (HF layout: ``model.backbone.*``, ``head.*``) into ``model``."""
     backbone, head, info = split_audioprotopnet_state_dict(load_audioprotopnet_checkpoint(path))

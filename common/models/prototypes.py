@@ -111,6 +111,25 @@ class PrototypeHead(nn.Module):
             torch.arange(self.n_prototypes) // self.prototypes_per_class,
             persistent=False,
         )
+        # 1 = in use, 0 = pruned (ProtoPNet's pruning): a pruned prototype's similarity is 0 everywhere, so it
+        # adds nothing to its class and is never the most activated. Saved with the checkpoint.
+        self.register_buffer("prototype_mask", torch.ones(self.n_prototypes))
+
+    # A checkpoint written before pruning existed (or published weights) has no mask: nothing is pruned.
+    optional_state_keys = ("prototype_mask",)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.setdefault(prefix + "prototype_mask", torch.ones(self.n_prototypes))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def kept_prototypes(self):
+        """Indices of the prototypes not pruned."""
+        return torch.nonzero(self.prototype_mask > 0).flatten().tolist()
+
+    def prune(self, prototype_ids):
+        """Remove ``prototype_ids`` from the model (ProtoPNet's pruning): their similarities become 0."""
+        self.prototype_mask[torch.as_tensor(list(prototype_ids), dtype=torch.long)] = 0.0
 
     def extra_repr(self):
         return (
@@ -179,6 +198,8 @@ class PrototypeHead(nn.Module):
         if self.frequency_weights is not None:
             weights = torch.sigmoid(self.frequency_weights[prototype_slice])[None, :, :, None]
             sims = sims.mul_(weights) if inplace else sims * weights
+        mask = self.prototype_mask[prototype_slice][None, :, None, None]
+        sims = sims.mul_(mask) if inplace else sims * mask
         return sims.relu_() if inplace else torch.relu(sims)
 
     def similarity_maps(self, features_up, prototype_slice=slice(None)):

@@ -1,5 +1,6 @@
-"""ProtoPNet's push as a training step of AudioProtoPNet (stage 2): after the prototypes have trained,
-each is replaced by its nearest training patch of its class, and that model is the one kept."""
+"""ProtoPNet's push and pruning as steps of AudioProtoPNet's stage 2 after its training: each prototype is
+replaced by its nearest training patch of its class (push), prototypes whose nearest training clips are mostly
+of other classes are removed (pruning), and the changed model is the one kept."""
 
 import logging
 from pathlib import Path
@@ -9,11 +10,12 @@ import torch
 from common.data.birdset import clip_batches
 from common.io import atomic_write_json
 from common.metrics.multilabel import MultilabelAccumulator
-from common.models.protopnet import push_prototypes
+from common.models.protopnet import prune_prototypes, push_prototypes
 
 logger = logging.getLogger(__name__)
 
 PUSH_RECORD = "push.json"  # in the save folder: where each prototype's patch came from
+PRUNE_RECORD = "prune.json"  # ... and which prototypes were pruned, by their nearest training clips
 
 
 @torch.no_grad()
@@ -27,13 +29,14 @@ def valid_cmap(model, dataset, batch_size):
     return float(scores.compute()["cmAP"])
 
 
-def push_and_keep(brain, hparams, data):
-    """Push the best checkpoint's prototypes onto training patches (fixed crops around each recording's first
-    event) and keep only that pushed model as the run's checkpoint; a run already pushed is left alone, so a
-    rerun (or a resumed one) does not push twice."""
+def _change_best_and_keep(brain, hparams, data, flag, record_name, change):
+    """Apply ``change(model, training batches)`` to the best checkpoint's model and keep only the changed model
+    as the run's checkpoint (meta ``flag`` True), with ``change``'s record and the valid cmAP before and after
+    in ``record_name``; a run already changed so is left alone, so a rerun (or a resumed one) does not repeat
+    it. The training batches are fixed crops around each recording's first event."""
     checkpointer = hparams["checkpointer"]
     best = checkpointer.find_checkpoint(max_key="cmAP")
-    if best is None or best.meta.get("pushed"):
+    if best is None or best.meta.get(flag):
         return
     checkpointer.recover_if_possible(max_key="cmAP")
     model = brain.modules.model
@@ -41,18 +44,46 @@ def push_and_keep(brain, hparams, data):
     train = data["train"]
     random_crop, train.random_crop = train.random_crop, False
     try:
-        found = push_prototypes(model, clip_batches(train, range(len(train)), hparams["batch_size"]))
+        record = change(model, clip_batches(train, range(len(train)), hparams["batch_size"]))
     finally:
         train.random_crop = random_crop
     cmap = valid_cmap(model.eval(), data.get("valid"), hparams["batch_size"])
-    logger.info("Pushed %d prototypes onto training patches; valid cmAP %.4f (before: %.4f)",
-                sum(f is not None for f in found), cmap, best.meta.get("cmAP", float("nan")))  # fmt: skip
-    atomic_write_json(Path(hparams["save_folder"]) / PUSH_RECORD,
+    logger.info("%s: valid cmAP %.4f (before: %.4f)", flag, cmap, best.meta.get("cmAP", float("nan")))
+    atomic_write_json(Path(hparams["save_folder"]) / record_name,
                       {"checkpoint_before": best.path.name, "valid_cmAP_before": best.meta.get("cmAP"),
-                       "valid_cmAP": cmap, "prototypes": found})  # fmt: skip
+                       "valid_cmAP": cmap, "prototypes": record})  # fmt: skip
     checkpointer.save_and_keep_only(
-        # without the old "unixtime", which would make the pushed checkpoint look older than the one it replaces
-        meta={**{k: v for k, v in best.meta.items() if k != "unixtime"}, "cmAP": cmap, "pushed": True},
+        # without the old "unixtime", which would make the changed checkpoint look older than the one it replaces
+        meta={**{k: v for k, v in best.meta.items() if k != "unixtime"}, "cmAP": cmap, flag: True},
         num_to_keep=1,
         keep_recent=True,
     )
+
+
+def push_and_keep(brain, hparams, data):
+    """ProtoPNet's push on the best checkpoint (each prototype becomes its nearest training patch of its class);
+    save/push.json says where each patch came from."""
+    _change_best_and_keep(brain, hparams, data, "pushed", PUSH_RECORD, push_prototypes)
+
+
+def prune_and_keep(brain, hparams, data):
+    """ProtoPNet's pruning on the best checkpoint (after the push, where both run): a prototype with fewer than
+    ``prune_threshold`` of its ``prune_k`` nearest training clips of its class is removed; save/prune.json
+    lists each prototype's nearest clips and whether it was pruned."""
+
+    def prune(model, batches):
+        record = prune_prototypes(model, batches, k=hparams["prune_k"], threshold=hparams["prune_threshold"])
+        logger.info("Pruned %d of %d prototypes", sum(r["pruned"] for r in record), len(record))
+        return record
+
+    _change_best_and_keep(brain, hparams, data, "pruned", PRUNE_RECORD, prune)
+
+
+def after_training(hparams, data):
+    """The steps after stage 2's training that the hparams switch on, in ProtoPNet's order (push, then prune),
+    as run_multilabel_recipe's ``after_fit`` (None when there are none)."""
+    steps = [step for key, step in (("push_prototypes", push_and_keep), ("prune_prototypes", prune_and_keep))
+             if hparams.get(key)]  # fmt: skip
+    if not steps:
+        return None
+    return lambda brain: [step(brain, hparams, data) for step in steps]

@@ -9,7 +9,7 @@
 The training step is AudioProtoPNetBrain's: the frozen ConvNeXt's map -> prototype similarities ->
 last layer, scored by the Asymmetric Loss plus the prototypes' orthogonality term, and, where the
 hparams weigh them, ProtoPNet's cluster and separation costs and a cost on similarity away from the
-detected events; with push_prototypes, ProtoPNet's push after training. The model is
+detected events; with push_prototypes and prune_prototypes, ProtoPNet's push and pruning after training. The model is
 ``common/models/protopnet.py``; the shared part (param groups, BirdSet's metrics per test set,
 schedules, checkpoints, test tables) is ``common/training/multilabel.py``.
 """
@@ -24,7 +24,7 @@ from common.models.losses import prototype_background_cost, prototype_cluster_co
 from common.models.protopnet import initialise_audioprotopnet, save_initial_checkpoint
 from common.recipe import setup_experiment
 from common.training.multilabel import MultiLabelBrain, run_multilabel_recipe, unwrap
-from common.training.prototypes import push_and_keep
+from common.training.prototypes import after_training
 
 
 class AudioProtoPNetBrain(MultiLabelBrain):
@@ -93,7 +93,7 @@ def main(argv=None):
         data,
         AudioProtoPNetBrain,
         before_fit=lambda: initialise_audioprotopnet(hparams),
-        after_fit=(lambda brain: push_and_keep(brain, hparams, data)) if hparams["push_prototypes"] else None,
+        after_fit=after_training(hparams, data),  # ProtoPNet's push and pruning, where the hparams ask
     )
 
 
