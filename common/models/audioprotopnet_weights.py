@@ -20,7 +20,7 @@ from common.models.prototypes import PrototypeHead
 BACKBONE_PREFIX = "model.backbone."
 HEAD_PREFIX = "head."
 REQUIRED_HEAD_KEYS = ("prototype_vectors", "last_layer.weight", "last_layer.bias")
-HEAD_KEYS = (*REQUIRED_HEAD_KEYS, "frequency_weights")
+HEAD_KEYS = (*REQUIRED_HEAD_KEYS, "frequency_weights", "prototype_mask")  # the mask: pruned (ours)
 TORCH_SUFFIXES = (".pt", ".ckpt", ".bin", ".pth")
 
 
