@@ -384,6 +384,8 @@ def test_both_stages_evaluation_and_analyses_end_to_end(birdset_fixture, tmp_pat
         assert loc["summary"]["box_on_events"] == pytest.approx(np.mean([r["box_on_events"] for r in top]))
         assert {r["prototype"] for r in loc["per_prototype"]} == {r["prototype"] for r in loc["rows"]}
         assert (app / "analysis" / "local" / test / "per_prototype.md").is_file()
+        # the intervention check: every row says what silencing its box (and a random box of its size) costs
+        assert {"similarity_drop_box", "similarity_drop_random_box", "similarity_peak_on_event"} <= set(top[0])
 
     # The paper's head (last stage, frozen backbone) with the other levers: ProtoPNet's costs and push, the
     # background cost, the paper's whole-map box. Pushed prototypes are their training patches, so the global
@@ -417,10 +419,14 @@ def test_both_stages_evaluation_and_analyses_end_to_end(birdset_fixture, tmp_pat
         )
         assert np.load(levers / "analysis" / "global" / entry["folder"] / best["patch_npy"]).size > 0
     run_recipe(RECIPE / "local_analysis.py", RECIPE / "hparams" / "audioprotopnet.yaml", *lever_args,
-               "--local_clips", "1", "--local_top_prototypes", "1", "--local_top_classes", "1")  # fmt: skip
+               "--local_clips", "1", "--local_top_prototypes", "1", "--local_top_classes", "1",
+               "--box_map", "relevance")  # fmt: skip
     report = json.loads((levers / "analysis" / "local" / "POW" / "clip00000" / "explanation.json").read_text())
     for proto in report["prototypes"]:
         assert mpimg.imread(levers / "analysis" / "local" / "POW" / "clip00000" / proto["side_by_side_png"]).ndim == 3
+    # boxes on the relevance: the similarity map's own maximum is still reported beside the relevance's
+    rows = json.loads((levers / "analysis" / "local" / "POW" / "localization.json").read_text())["rows"]
+    assert rows and all(isinstance(r["similarity_peak_on_event"], bool) for r in rows)
 
 
 def test_analyses_without_a_trained_model_say_what_to_run(birdset_fixture, tmp_path):

@@ -256,3 +256,47 @@ def test_the_pruning_mask_is_saved_and_old_checkpoints_without_it_load_unpruned(
     check_state_dict_fits(fresh, old, "old.ckpt")
     fresh.load_state_dict(old)
     assert fresh.kept_prototypes == [0, 1, 2, 3]
+
+
+def test_relevance_decomposes_each_prototypes_maximum_similarity_from_silence():
+    from common.features import silence_of
+    from common.interpreters.prototypes import box_maps, prototype_maps, prototype_relevance
+
+    model = _model(prototype_stage=3, k=3)
+    X = torch.randn(2, 160, 64)
+    silence = silence_of(model, X).expand_as(X)
+    assert float(silence.abs().max()) > 1.0  # a z-scored dB front end: silence is not 0, so the baseline matters
+    ids = [1, 4]
+    with torch.no_grad():
+        gap = prototype_maps(model, X, ids)[1] - prototype_maps(model, silence, ids)[1]  # (B, 2)
+    relevance = prototype_relevance(model, X, ids, steps=64)
+    assert relevance.shape == (2, 2, 160, 64)
+    torch.testing.assert_close(relevance.sum(dim=(-1, -2)), gap, rtol=0.05, atol=0.02)  # completeness
+    one_step = prototype_relevance(model, X, ids, steps=1)  # gradient x (input - silence)
+    Xg = X.clone().requires_grad_(True)
+    score = model.head.similarity_maps(model.head.upsample(model.hidden(Xg)), [4]).flatten(2).amax(-1)[1, 0]
+    (grad,) = torch.autograd.grad(score, Xg)
+    torch.testing.assert_close(one_step[1, 1], (grad * (X - silence))[1])
+    torch.testing.assert_close(box_maps(model, X, ids, "similarity"), prototype_maps(model, X, ids)[0])
+    with pytest.raises(ValueError, match="box map"):
+        box_maps(model, X, ids, "gradient")
+
+
+def test_box_intervention_measures_the_similarity_lost_when_the_box_is_silenced():
+    from common.analysis.prototypes import box_intervention
+    from common.features import silence_of
+    from common.interpreters.prototypes import prototype_maps
+
+    model = _model(prototype_stage=3)
+    X = torch.randn(1, 160, 64)
+    with torch.no_grad():
+        original = prototype_maps(model, X, [0, 3])[1][0]
+        silent = prototype_maps(model, silence_of(model, X).expand_as(X), [0, 3])[1][0]
+        inner = X.clone()
+        inner[:, 40:80, 8:24] = silence_of(model, X)[0, 0, 0]
+        boxed = prototype_maps(model, inner, [0, 3])[1][0]
+    whole, part = box_intervention(model, X, [0, 3], [(0, 160, 0, 64), (40, 80, 8, 24)], draws=4)
+    assert whole["similarity_drop_box"] == pytest.approx(float(1 - silent[0] / original[0]), abs=1e-5)
+    assert whole["similarity_drop_random_box"] == pytest.approx(whole["similarity_drop_box"], abs=1e-5)
+    assert part["similarity_drop_box"] == pytest.approx(float(1 - boxed[1] / original[1]), abs=1e-5)
+    assert part["similarity_drop_random_box"] != pytest.approx(part["similarity_drop_box"], abs=1e-6)

@@ -11,8 +11,10 @@ OUTPUT_FOLDER/levers/<name>, each lever on its own and in combination, and
 every test clip's localization is measured (common.analysis.prototypes): how
 much of each labelled species' most activated prototype's box and similarity
 mass lies on its true events and whether its maximum does, against a random
-box of the same size and the input-magnitude control. Box rules need no
-training: they re-measure a trained configuration; pruning neither: it runs
+box of the same size and the input-magnitude control, and how much the
+prototype's similarity drops when its box is silenced (against a random box
+of that size). Box rules and maps need no training: they re-measure a trained
+configuration; pruning neither: it runs
 on a copy of the configuration trained without it. Writes levers.md / .csv.
 """
 
@@ -43,6 +45,7 @@ def levers(stage_width, n_mels):
     paper = [*stage(4), "--freeze_backbone", "True", "--frequency_height", "null", "--push_prototypes", "False",
              "--prune_prototypes", "False"]  # fmt: skip
     box95, box99, whole = ["--box_percentile", "95"], ["--box_percentile", "99"], ["--box_rule", "whole"]
+    relevance = ["--box_map", "relevance"]  # the box on the similarity's relevance, not the upsampled map
     rows = {
         "paper": (
             "AudioProtoPNet as published: last stage, frozen backbone, no push, connected 95th-percentile box",
@@ -51,6 +54,7 @@ def levers(stage_width, n_mels):
         ),  # fmt: skip
         "box_whole": ("  box: the paper's whole-map 95th percentile", [], box95 + whole),
         "box_p99": ("  box: 99th percentile, connected", [], box99),
+        "box_relevance": ("  box on the relevance (PRP), 95th connected", [], box95 + relevance),
         "stage3": ("prototypes on ConvNeXt stage 3", stage(3), box95),
         "stage3_p99": ("  box: 99th percentile, connected", stage(3), box99),
         "stage2": ("prototypes on ConvNeXt stage 2", stage(2), box95),
@@ -72,6 +76,16 @@ def levers(stage_width, n_mels):
             "stage 3 + joint + frequency weights + pruning, 99th connected (the recipe's defaults)",
             stage(3) + joint + frequency(3) + PRUNE,
             box99,
+        ),  # fmt: skip
+        "stage3_joint_freq_p99_relevance": (
+            "stage 3 + joint + frequency weights, box on the relevance (PRP), 99th connected",
+            stage(3) + joint + frequency(3),
+            box99 + relevance,
+        ),  # fmt: skip
+        "stage3_joint_freq_p99_prune_relevance": (
+            "  + pruning",
+            stage(3) + joint + frequency(3) + PRUNE,
+            box99 + relevance,
         ),  # fmt: skip
     }
     return {name: (what, merge_options(paper, train), analysis) for name, (what, train, analysis) in rows.items()}
@@ -131,8 +145,12 @@ def main(argv=None):
             loc = json.loads((analysis / "local" / test / "localization.json").read_text())["summary"]
             row |= {f"{test} cmAP": result["cmAP"], f"{test} box on events": loc["box_on_events"],
                     f"{test} random box": loc["random_box_on_events"], f"{test} mass on events": loc["mass_on_events"],
-                    f"{test} max on event": loc["peak_on_event"], f"{test} input's box": loc["input_box_on_events"],
-                    f"{test} input's max": loc["input_peak_on_event"]}  # fmt: skip
+                    f"{test} max on event": loc["peak_on_event"],
+                    f"{test} similarity max on event": loc["similarity_peak_on_event"],
+                    f"{test} input's box": loc["input_box_on_events"],
+                    f"{test} input's max": loc["input_peak_on_event"],
+                    f"{test} box silenced: similarity drop": loc["similarity_drop_box"],
+                    f"{test} random box silenced": loc["similarity_drop_random_box"]}  # fmt: skip
         rows.append(row)
         write_table(rows, out / "levers")  # after every row: an interrupted run keeps what it measured
     print(markdown_table(rows))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from common.data.birdset import clip_batches
-from common.interpreters.prototypes import high_activation_box, prototype_maps
+from common.interpreters.prototypes import box_maps, high_activation_box, prototype_maps
 from common.io import atomic_path, atomic_write_json
 from common.models.protopnet import nearest_clips
 from common.reports.audio import save_wav
@@ -57,11 +57,12 @@ def _clip_outputs(model, dataset, index):
     return item["sig"], model.features(item["sig"][None]), item["labels"]
 
 
-def _write_match(model, wav, X, sim_map, box, stem, title, patch=False):
+def _write_match(model, wav, X, sim_map, box, stem, title, patch=False, box_map="similarity"):
     """png (spectrogram, heatmap, box), clip wav and boxed-region wav (and, with ``patch``, the boxed crop of the
     spectrogram as png and npy: a prototype's training patch); returns their file names."""
     front_end = model.front_end
-    save_prototype_figure(X[0], sim_map, box, stem.with_suffix(".png"), title=title)
+    map_title = "similarity to the prototype" if box_map == "similarity" else "the similarity's relevance"
+    save_prototype_figure(X[0], sim_map, box, stem.with_suffix(".png"), title=title, map_title=map_title)
     files = {}
     if patch:
         t0, t1, f0, f1 = box
@@ -111,7 +112,7 @@ def box_seconds(model, box):
 @torch.no_grad()
 def global_analysis(
     model, dataset, out_dir, class_names, top_k=5, max_prototypes=None, max_clips=None, percentile=95,
-    box_rule="connected",
+    box_rule="connected", box_map="similarity", relevance_steps=1,
 ):  # fmt: skip
     """Write one folder per prototype with its ``top_k`` most similar training clips; return the index."""
     model.eval()
@@ -130,11 +131,11 @@ def global_analysis(
         matches = []
         for rank, (sim, clip) in enumerate(zip(sims[row].tolist(), clips[row].tolist(), strict=True)):
             wav, X, labels = _clip_outputs(model, dataset, clip)
-            maps, _ = prototype_maps(model, X, [p])
-            sim_map = maps[0, 0]
+            sim_map = _box_map(model, X, [p], box_map, relevance_steps)[0, 0]
             box = high_activation_box(sim_map, percentile, box_rule)
             title = f"prototype {p} ({class_names[cls]}) rank {rank}: clip {clip}, similarity {sim:.3f}"
-            files = _write_match(model, wav, X, sim_map, box, folder / f"rank{rank}_clip{clip}", title, patch=True)
+            files = _write_match(model, wav, X, sim_map, box, folder / f"rank{rank}_clip{clip}", title, patch=True,
+                                 box_map=box_map)  # fmt: skip
             matches.append(
                 {
                     "rank": rank,
@@ -169,6 +170,8 @@ def local_analysis(
     percentile=95,
     ground_truth=None,
     box_rule="connected",
+    box_map="similarity",
+    relevance_steps=1,
 ):
     """Explain ``n_clips`` test clips by their prototypes; with ``ground_truth`` ({clip: events}), measure the
     localization of every clip that has events (rendered or not) and return its summary (else None)."""
@@ -181,11 +184,12 @@ def local_analysis(
         localization = None
         if clip in measured:
             localization = localize_prototypes(model, X, labels, ground_truth[str(clip)], class_names, percentile,
-                                               box_rule)  # fmt: skip
+                                               box_rule, box_map, relevance_steps)  # fmt: skip
             rows.extend({"clip": clip, **r} for r in localization)
         if clip < n_clips:
             report = _explain_clip(model, dataset, clip, wav, X, labels, out_dir, class_names, class_indices,
-                                   global_index, global_dir, top_prototypes, top_classes, percentile, box_rule)  # fmt: skip
+                                   global_index, global_dir, top_prototypes, top_classes, percentile, box_rule,
+                                   box_map, relevance_steps)  # fmt: skip
             if localization is not None:
                 report["localization"] = localization
             atomic_write_json(out_dir / f"clip{clip:05d}" / "explanation.json", report)
@@ -193,7 +197,7 @@ def local_analysis(
 
 
 def _explain_clip(model, dataset, clip, wav, X, labels, out_dir, class_names, class_indices, global_index,
-                  global_dir, top_prototypes, top_classes, percentile, box_rule):  # fmt: skip
+                  global_dir, top_prototypes, top_classes, percentile, box_rule, box_map, relevance_steps):  # fmt: skip
     """One clip's figures, wavs and report (the most activated prototypes and the top classes' prototypes)."""
     head, k = model.head, model.head.prototypes_per_class
     scored = list(range(head.n_classes)) if class_indices is None else list(class_indices)
@@ -209,7 +213,7 @@ def _explain_clip(model, dataset, clip, wav, X, labels, out_dir, class_names, cl
     most = torch.where(allowed, sims, torch.full_like(sims, -1.0)).topk(min(top_prototypes, int(allowed.sum())))
     most = most.indices.tolist()
     shown = list(dict.fromkeys(most + [p for c in top_cls for p in range(c * k, (c + 1) * k) if allowed[p]]))
-    maps, _ = prototype_maps(model, X, shown)
+    maps = _box_map(model, X, shown, box_map, relevance_steps)
     folder = out_dir / f"clip{clip:05d}"
     folder.mkdir(parents=True, exist_ok=True)
     weights = torch.relu(head.last_layer.weight)
@@ -218,7 +222,7 @@ def _explain_clip(model, dataset, clip, wav, X, labels, out_dir, class_names, cl
         cls = p // k
         box = high_activation_box(maps[0, j], percentile, box_rule)
         title = f"clip {clip}: prototype {p} ({class_names[cls]}), similarity {float(sims[p]):.3f}"
-        files = _write_match(model, wav, X, maps[0, j], box, folder / f"prototype_{p:06d}", title)
+        files = _write_match(model, wav, X, maps[0, j], box, folder / f"prototype_{p:06d}", title, box_map=box_map)
         entry = {
             "prototype": p,
             "class": class_names[cls],
@@ -269,6 +273,12 @@ def _training_matches(global_index, global_dir, prototype, folder):
     ]
 
 
+def _box_map(model, X, prototype_ids, box_map, relevance_steps):
+    """The maps boxes are drawn on (``box_maps``); a relevance map's positive part, the evidence for the match."""
+    maps = box_maps(model, X, prototype_ids, box_map, relevance_steps)
+    return maps if box_map == "similarity" else maps.clamp(min=0)
+
+
 def _box_scores(score_map, truth, percentile, box_rule):
     """How one (T, F) map localizes against a (T, F) bool truth: its box's share on the truth, the box's IoU,
     a same-size random box's share, the map's mass on the truth, and whether its maximum is on the truth."""
@@ -288,13 +298,15 @@ def _box_scores(score_map, truth, percentile, box_rule):
     }
 
 
-def localize_prototypes(model, X, labels, events, class_names, percentile=95, box_rule="connected"):
+def localize_prototypes(model, X, labels, events, class_names, percentile=95, box_rule="connected",
+                        box_map="similarity", relevance_steps=1):  # fmt: skip
     """Per labelled species with true events: each of its prototypes' and the input magnitude's localization.
 
-    Returns one row per (species, prototype) with ``_box_scores``'s numbers, whether it is the species'
-    most activated prototype (``top``), the events' share of the spectrogram (the chance of the pointing
-    game and the mass share of a flat map), and the same numbers for the model-blind control, the input
-    spectrogram itself (``input_*``).
+    Returns one row per (species, prototype) with ``_box_scores``'s numbers (read off ``box_map``: the
+    similarity map or its relevance, ``box_maps``), whether it is the species' most activated prototype
+    (``top``), the events' share of the spectrogram (the chance of the pointing game and the mass share of
+    a flat map), the intervention check of the box (``box_intervention``), and the same numbers for the
+    model-blind control, the input spectrogram itself (``input_*``).
     """
     from common.data.synthetic.soundscapes import event_boxes_mask
 
@@ -309,8 +321,14 @@ def localize_prototypes(model, X, labels, events, class_names, percentile=95, bo
         truth = event_boxes_mask(own, T, F, sample_rate=fe.sample_rate, hop_length=fe.hop_length, n_fft=fe.n_fft)
         control = {f"input_{key}": v for key, v in _box_scores(X[0], truth, percentile, box_rule).items()}
         kept = [p for p in range(cls * k, (cls + 1) * k) if model.head.prototype_mask[p] > 0]  # not pruned
-        maps, maxima = prototype_maps(model, X, kept)
+        similarity, maxima = prototype_maps(model, X, kept)
+        maps = similarity if box_map == "similarity" else _box_map(model, X, kept, box_map, relevance_steps)
         top = int(maxima[0].argmax())
+        scores = [_box_scores(maps[0, j], truth, percentile, box_rule) for j in range(len(kept))]
+        for j, row in enumerate(scores):  # the similarity map's own maximum, whatever the box is drawn on
+            peak = np.unravel_index(int(similarity[0, j].argmax()), truth.shape)
+            row["similarity_peak_on_event"] = bool(truth[peak])
+        drops = box_intervention(model, X, kept, [r["box"] for r in scores], seed=len(rows))
         for j, p in enumerate(kept):
             rows.append(
                 {
@@ -319,11 +337,43 @@ def localize_prototypes(model, X, labels, events, class_names, percentile=95, bo
                     "top": j == top,
                     "similarity": float(maxima[0, j]),
                     "events_area": float(truth.mean()),
-                    **_box_scores(maps[0, j], truth, percentile, box_rule),
+                    **scores[j],
+                    **drops[j],
                     **control,
                 }
             )
     return rows
+
+
+@torch.no_grad()
+def box_intervention(model, X, prototype_ids, boxes, draws=4, seed=0):
+    """Is a prototype's box where its match is? Its maximum similarity when the box is silenced (the front
+    end's silence), relative to the clip's, against the same for ``draws`` boxes of the same size placed at
+    random: per prototype {"similarity_drop_box", "similarity_drop_random_box"} (1 - kept / original)."""
+    from common.features import keep_masked, silence_of
+
+    rng = np.random.default_rng(seed)
+    T, F = X.shape[1], X.shape[2]
+    keeps, owners = [], []
+    for j, (t0, t1, f0, f1) in enumerate(boxes):
+        placed = [(t0, f0)] + [(rng.integers(0, T - (t1 - t0) + 1), rng.integers(0, F - (f1 - f0) + 1))
+                               for _ in range(draws)]  # fmt: skip
+        for a, b in placed:
+            keep = torch.ones(T, F)
+            keep[a : a + t1 - t0, b : b + f1 - f0] = 0
+            keeps.append(keep)
+            owners.append(j)
+    keep = torch.stack(keeps).to(X)
+    masked = keep_masked(X.expand(len(keep), -1, -1), keep, silence_of(model, X))
+    ids = torch.as_tensor(prototype_ids)
+    original = prototype_maps(model, X, ids)[1][0]  # (P,)
+    sims = torch.cat([prototype_maps(model, masked[k : k + 32], ids)[1] for k in range(0, len(masked), 32)])
+    kept = sims[torch.arange(len(sims)), torch.as_tensor(owners)] / original[torch.as_tensor(owners)].clamp_min(1e-8)
+    kept = kept.view(len(boxes), draws + 1)
+    return [
+        {"similarity_drop_box": float(1 - kept[j, 0]), "similarity_drop_random_box": float(1 - kept[j, 1:].mean())}
+        for j in range(len(boxes))
+    ]
 
 
 def _random_box_overlap(truth, height, width, draws=200, seed=0):
@@ -337,7 +387,9 @@ def _random_box_overlap(truth, height, width, draws=200, seed=0):
     return float(np.mean(values))
 
 
-LOCALIZATION_KEYS = ("box_on_events", "random_box_on_events", "iou", "mass_on_events", "peak_on_event")
+LOCALIZATION_KEYS = ("box_on_events", "random_box_on_events", "iou", "mass_on_events", "peak_on_event",
+                     "similarity_peak_on_event")  # fmt: skip
+INTERVENTION_KEYS = ("similarity_drop_box", "similarity_drop_random_box")
 
 
 def summarize_localization(rows, out_dir):
@@ -352,8 +404,9 @@ def summarize_localization(rows, out_dir):
 
     summary = {"pairs": len(top), "events_area": mean(top, "events_area")}
     summary |= {key: mean(top, key) for key in LOCALIZATION_KEYS}
+    summary |= {key: mean(top, key) for key in INTERVENTION_KEYS if key in top[0]}
     summary |= {f"all_prototypes_{key}": mean(rows, key) for key in LOCALIZATION_KEYS}
-    summary |= {f"input_{key}": mean(top, f"input_{key}") for key in LOCALIZATION_KEYS}
+    summary |= {f"input_{key}": mean(top, f"input_{key}") for key in LOCALIZATION_KEYS[:-1]}
     per_prototype = []
     for p in sorted({r["prototype"] for r in rows}):
         own = [r for r in rows if r["prototype"] == p]
@@ -376,6 +429,9 @@ def localization_line(summary):
         f"most activated prototype's box on the true events {s['box_on_events']:.3f} of its area (random box "
         f"{s['random_box_on_events']:.3f}, input magnitude's box {s['input_box_on_events']:.3f}), IoU {s['iou']:.3f}; "
         f"similarity mass on events {s['mass_on_events']:.3f} (input {s['input_mass_on_events']:.3f}, events' area "
-        f"{s['events_area']:.3f}); maximum on an event {s['peak_on_event']:.3f} (input {s['input_peak_on_event']:.3f}); "
+        f"{s['events_area']:.3f}); maximum on an event {s['peak_on_event']:.3f} (input {s['input_peak_on_event']:.3f}; the "
+        f"similarity map's maximum {s['similarity_peak_on_event']:.3f}); "
         f"{s['pairs']} (clip, species) pairs"
-    )
+        + (f"; silencing the box lowers its similarity by {s['similarity_drop_box']:.3f} (a random box of its size: "
+           f"{s['similarity_drop_random_box']:.3f})" if "similarity_drop_box" in s else "")
+    )  # fmt: skip

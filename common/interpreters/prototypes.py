@@ -14,6 +14,7 @@ from common.interpreters.base import Interpreter, saliency_to_mask
 from common.registry import INTERPRETERS
 
 BOX_RULES = ("connected", "whole")
+BOX_MAPS = ("similarity", "relevance")  # what a prototype's box is drawn on (see prototype_relevance)
 
 
 def high_activation_box(activation, percentile=95.0, rule="connected"):
@@ -58,6 +59,52 @@ def prototype_maps(model, X, prototype_ids):
     B, P, H, W = maps.shape
     on_grid = model.map_to_spectrogram(maps.reshape(B * P, H, W), X.shape[1], X.shape[2])
     return on_grid.view(B, P, X.shape[1], X.shape[2]), maxima
+
+
+def prototype_relevance(model, X, prototype_ids, steps=1):
+    """Each prototype's maximum similarity decomposed onto the spectrogram's bins: (B, len(ids), T, F).
+
+    Upsampling a similarity map (ProtoPNet's box) places the evidence at the
+    map cell's centre, but a late cell sees a wide receptive field, so the
+    box often sits beside the call it matched. This is PRP's remedy (Gautam
+    et al. 2023, "This looks more like that"): propagate the similarity back
+    to the input. Deviation: Integrated Gradients (captum) from the front
+    end's silence, not LRP rules, since ConvNeXt's GELU and LayerNorm have no
+    standard LRP rule; ``steps=1`` is gradient x (input - silence), its
+    one-step form. The relevance sums (``steps`` -> inf: exactly) to the
+    similarity minus the similarity of silence.
+    """
+    from captum.attr import InputXGradient, IntegratedGradients
+
+    from common.features import silence_of
+
+    ids = torch.as_tensor(prototype_ids).flatten().tolist()
+    silence = silence_of(model, X)  # (B, 1, 1)
+
+    def max_similarity(above_silence):  # of the input silence + above_silence; captum stacks steps on the batch
+        inputs = silence.repeat(len(above_silence) // len(silence), 1, 1) + above_silence
+        features = model.head.upsample(model.hidden(inputs))
+        return model.head.similarity_maps(features, ids).flatten(2).amax(-1)
+
+    if int(steps) == 1:  # captum's Riemann sums need two steps or more
+        method, options = InputXGradient(max_similarity), {}
+    else:
+        method = IntegratedGradients(max_similarity)
+        options = {"baselines": torch.zeros_like(X), "n_steps": int(steps), "method": "riemann_right"}
+    with torch.enable_grad():
+        above = (X - silence).detach().requires_grad_(True)
+        maps = [method.attribute(above, target=j, **options) for j in range(len(ids))]
+    return torch.stack(maps, dim=1).detach()
+
+
+def box_maps(model, X, prototype_ids, box_map="similarity", steps=1):
+    """The maps a prototype's box, mass and maximum are read from: its similarity maps on the spectrogram
+    grid (the paper's) or its relevance (``prototype_relevance``); (B, len(ids), T, F)."""
+    if box_map not in BOX_MAPS:
+        raise ValueError(f"box map {box_map!r} is not one of {BOX_MAPS}")
+    if box_map == "relevance":
+        return prototype_relevance(model, X, prototype_ids, steps)
+    return prototype_maps(model, X, prototype_ids)[0]
 
 
 @INTERPRETERS.register("prototypes")

@@ -68,7 +68,7 @@ def save_explanation_figure(X, mask, path, title=""):
     save_image_panels([("input spectrogram", X), ("mask", mask), ("interpretation", X * mask)], path, title)
 
 
-def save_prototype_figure(X, similarity, box, path, title=""):
+def save_prototype_figure(X, similarity, box, path, title="", map_title="similarity to the prototype"):
     """Spectrogram with a prototype's similarity heatmap over it and the box of its most activated region.
 
     ``X`` and ``similarity`` are (time, freq); ``box`` is (t0, t1, f0, f1) in bins, half-open.
@@ -85,7 +85,7 @@ def save_prototype_figure(X, similarity, box, path, title=""):
     axes[0].set_title("input spectrogram")
     axes[1].imshow(X.T, origin="lower", aspect="auto", cmap="gray")
     shown = axes[1].imshow(similarity.T, origin="lower", aspect="auto", cmap="jet", alpha=0.45)
-    axes[1].set_title("similarity to the prototype")
+    axes[1].set_title(map_title)
     fig.colorbar(shown, ax=axes[1], fraction=0.046)
     t0, t1, f0, f1 = box
     for ax in axes:

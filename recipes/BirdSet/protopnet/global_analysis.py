@@ -33,6 +33,8 @@ def main(argv=None):
         max_clips=hparams["analysis_clips"],
         percentile=hparams["box_percentile"],
         box_rule=hparams["box_rule"],
+        box_map=hparams["box_map"],
+        relevance_steps=hparams["relevance_steps"],
     )
     print(f"{len(index['prototypes'])} prototypes analysed in {Path(hparams['analysis_folder']) / 'global'}")
 
