@@ -420,13 +420,13 @@ def test_both_stages_evaluation_and_analyses_end_to_end(birdset_fixture, tmp_pat
         assert np.load(levers / "analysis" / "global" / entry["folder"] / best["patch_npy"]).size > 0
     run_recipe(RECIPE / "local_analysis.py", RECIPE / "hparams" / "audioprotopnet.yaml", *lever_args,
                "--local_clips", "1", "--local_top_prototypes", "1", "--local_top_classes", "1",
-               "--box_map", "relevance")  # fmt: skip
+               "--box_map", "similarity")  # fmt: skip
     report = json.loads((levers / "analysis" / "local" / "POW" / "clip00000" / "explanation.json").read_text())
     for proto in report["prototypes"]:
         assert mpimg.imread(levers / "analysis" / "local" / "POW" / "clip00000" / proto["side_by_side_png"]).ndim == 3
-    # boxes on the relevance: the similarity map's own maximum is still reported beside the relevance's
+    # boxes on the similarity map (the paper's): its maximum is the similarity map's own
     rows = json.loads((levers / "analysis" / "local" / "POW" / "localization.json").read_text())["rows"]
-    assert rows and all(isinstance(r["similarity_peak_on_event"], bool) for r in rows)
+    assert rows and all(r["peak_on_event"] == r["similarity_peak_on_event"] for r in rows)
 
 
 def test_analyses_without_a_trained_model_say_what_to_run(birdset_fixture, tmp_path):

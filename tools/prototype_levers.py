@@ -44,8 +44,11 @@ def levers(stage_width, n_mels):
     # every row starts from the paper's model, whatever audioprotopnet.yaml's defaults are
     paper = [*stage(4), "--freeze_backbone", "True", "--frequency_height", "null", "--push_prototypes", "False",
              "--prune_prototypes", "False"]  # fmt: skip
-    box95, box99, whole = ["--box_percentile", "95"], ["--box_percentile", "99"], ["--box_rule", "whole"]
-    relevance = ["--box_map", "relevance"]  # the box on the similarity's relevance, not the upsampled map
+    # boxes on the upsampled similarity map (the paper's) unless a row says otherwise
+    box95 = ["--box_percentile", "95", "--box_map", "similarity"]
+    box99 = ["--box_percentile", "99", "--box_map", "similarity"]
+    whole = ["--box_rule", "whole"]
+    relevance = ["--box_map", "relevance", "--relevance_steps", "16"]  # the box on the similarity's relevance
     rows = {
         "paper": (
             "AudioProtoPNet as published: last stage, frozen backbone, no push, connected 95th-percentile box",
@@ -138,7 +141,7 @@ def main(argv=None):
                 "--number_of_epochs", args.protopnet_epochs)  # fmt: skip
         analysis = out / name / "analysis"
         run("local_analysis.py", "audioprotopnet.yaml",
-            *merge_options(options, analysis_options, ["--local_clips", 0, "--analysis_folder", analysis]))  # fmt: skip
+            *merge_options(options, ["--local_clips", 0, "--analysis_folder", analysis], analysis_options))  # fmt: skip
         row = {"lever": name, "what": what}
         for test in ("POW", "PER"):
             result = json.loads((folder / "test_results" / f"{test}.json").read_text())
