@@ -50,8 +50,8 @@ def main(argv=None):
             top_classes=hparams["local_top_classes"],
             percentile=hparams["box_percentile"],
             box_rule=hparams["box_rule"],
-        box_map=hparams["box_map"],
-        relevance_steps=hparams["relevance_steps"],
+            box_map=hparams["box_map"],
+            relevance_steps=hparams["relevance_steps"],
             ground_truth=truth,
         )
         if summary:
