@@ -428,7 +428,7 @@ def localization_line(summary):
     return (
         f"most activated prototype's box on the true events {s['box_on_events']:.3f} of its area (random box "
         f"{s['random_box_on_events']:.3f}, input magnitude's box {s['input_box_on_events']:.3f}), IoU {s['iou']:.3f}; "
-        f"similarity mass on events {s['mass_on_events']:.3f} (input {s['input_mass_on_events']:.3f}, events' area "
+        f"its map's mass on events {s['mass_on_events']:.3f} (input {s['input_mass_on_events']:.3f}, events' area "
         f"{s['events_area']:.3f}); maximum on an event {s['peak_on_event']:.3f} (input {s['input_peak_on_event']:.3f}; the "
         f"similarity map's maximum {s['similarity_peak_on_event']:.3f}); "
         f"{s['pairs']} (clip, species) pairs"
