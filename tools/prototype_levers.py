@@ -69,19 +69,19 @@ def levers(stage_width, n_mels):
         "stage3_joint_p99": ("  box: 99th percentile, connected", stage(3) + joint, box99),
         "stage3_joint_freq": ("stage 3 + joint + frequency weights", stage(3) + joint + frequency(3), box95),
         "stage3_joint_freq_p99": (
-            "  box: 99th percentile, connected (the recipe's defaults)",
+            "  box: 99th percentile, connected (the defaults, but on the similarity map)",
             stage(3) + joint + frequency(3),
             box99,
         ),  # fmt: skip
         "stage3_joint_push": ("stage 3 + joint + push", stage(3) + joint + PUSH, box95),
         "prune": ("pruning (ProtoPNet's: k 6, threshold 3)", PRUNE, box95),
         "stage3_joint_freq_p99_prune": (
-            "stage 3 + joint + frequency weights + pruning, 99th connected (the recipe's defaults)",
+            "stage 3 + joint + frequency weights + pruning, 99th connected, on the similarity map",
             stage(3) + joint + frequency(3) + PRUNE,
             box99,
         ),  # fmt: skip
         "stage3_joint_freq_p99_relevance": (
-            "stage 3 + joint + frequency weights, box on the relevance (PRP), 99th connected",
+            "stage 3 + joint + frequency weights, box on the relevance (PRP), 99th connected (the defaults)",
             stage(3) + joint + frequency(3),
             box99 + relevance,
         ),  # fmt: skip

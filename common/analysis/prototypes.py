@@ -328,7 +328,7 @@ def localize_prototypes(model, X, labels, events, class_names, percentile=95, bo
         for j, row in enumerate(scores):  # the similarity map's own maximum, whatever the box is drawn on
             peak = np.unravel_index(int(similarity[0, j].argmax()), truth.shape)
             row["similarity_peak_on_event"] = bool(truth[peak])
-        drops = box_intervention(model, X, kept, [r["box"] for r in scores], seed=len(rows))
+        drops = box_intervention(model, X, kept, [r["box"] for r in scores], seed=len(rows), original=maxima[0])
         for j, p in enumerate(kept):
             rows.append(
                 {
@@ -346,10 +346,11 @@ def localize_prototypes(model, X, labels, events, class_names, percentile=95, bo
 
 
 @torch.no_grad()
-def box_intervention(model, X, prototype_ids, boxes, draws=4, seed=0):
+def box_intervention(model, X, prototype_ids, boxes, draws=4, seed=0, original=None):
     """Is a prototype's box where its match is? Its maximum similarity when the box is silenced (the front
-    end's silence), relative to the clip's, against the same for ``draws`` boxes of the same size placed at
-    random: per prototype {"similarity_drop_box", "similarity_drop_random_box"} (1 - kept / original)."""
+    end's silence), relative to the clip's (``original``, (P,): computed when not given), against the same
+    for ``draws`` boxes of the same size placed at random: per prototype {"similarity_drop_box",
+    "similarity_drop_random_box"} (1 - kept / original)."""
     from common.features import keep_masked, silence_of
 
     rng = np.random.default_rng(seed)
@@ -366,7 +367,7 @@ def box_intervention(model, X, prototype_ids, boxes, draws=4, seed=0):
     keep = torch.stack(keeps).to(X)
     masked = keep_masked(X.expand(len(keep), -1, -1), keep, silence_of(model, X))
     ids = torch.as_tensor(prototype_ids)
-    original = prototype_maps(model, X, ids)[1][0]  # (P,)
+    original = prototype_maps(model, X, ids)[1][0] if original is None else original  # (P,)
     sims = torch.cat([prototype_maps(model, masked[k : k + 32], ids)[1] for k in range(0, len(masked), 32)])
     kept = sims[torch.arange(len(sims)), torch.as_tensor(owners)] / original[torch.as_tensor(owners)].clamp_min(1e-8)
     kept = kept.view(len(boxes), draws + 1)
@@ -404,9 +405,10 @@ def summarize_localization(rows, out_dir):
 
     summary = {"pairs": len(top), "events_area": mean(top, "events_area")}
     summary |= {key: mean(top, key) for key in LOCALIZATION_KEYS}
-    summary |= {key: mean(top, key) for key in INTERVENTION_KEYS if key in top[0]}
+    summary |= {key: mean(top, key) for key in INTERVENTION_KEYS}
     summary |= {f"all_prototypes_{key}": mean(rows, key) for key in LOCALIZATION_KEYS}
-    summary |= {f"input_{key}": mean(top, f"input_{key}") for key in LOCALIZATION_KEYS[:-1]}
+    summary |= {f"input_{key}": mean(top, f"input_{key}") for key in LOCALIZATION_KEYS
+                if key != "similarity_peak_on_event"}  # fmt: skip
     per_prototype = []
     for p in sorted({r["prototype"] for r in rows}):
         own = [r for r in rows if r["prototype"] == p]
@@ -432,6 +434,6 @@ def localization_line(summary):
         f"{s['events_area']:.3f}); maximum on an event {s['peak_on_event']:.3f} (input {s['input_peak_on_event']:.3f}; the "
         f"similarity map's maximum {s['similarity_peak_on_event']:.3f}); "
         f"{s['pairs']} (clip, species) pairs"
-        + (f"; silencing the box lowers its similarity by {s['similarity_drop_box']:.3f} (a random box of its size: "
-           f"{s['similarity_drop_random_box']:.3f})" if "similarity_drop_box" in s else "")
-    )  # fmt: skip
+        f"; silencing the box lowers its similarity by {s['similarity_drop_box']:.3f} (a random box of its size: "
+        f"{s['similarity_drop_random_box']:.3f})"
+    )
