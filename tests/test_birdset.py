@@ -337,6 +337,21 @@ def test_both_stages_evaluation_and_analyses_end_to_end(birdset_fixture, tmp_pat
     assert head["prototype_vectors"].shape == (6, 24, 1, 1) and head["last_layer.weight"].shape == (3, 2)
     assert head["frequency_weights"].shape == (6, 8)  # 2 x 64 mels / 16 rows
 
+    # the same seed, the same numbers: both stages trained again from scratch into other folders give the same
+    # weights and test scores (an unseeded draw anywhere in data order, crops or initialisation would not)
+    convnext2, app2 = tmp_path / "convnext2", tmp_path / "app2"
+    run_recipe(RECIPE / "train_convnext.py", RECIPE / "hparams" / "convnext.yaml", *data, "--output_folder",
+               convnext2, "--use_pretrained", "False", "--debug", "--debug_persistently")  # fmt: skip
+    run_recipe(RECIPE / "train_audioprotopnet.py", RECIPE / "hparams" / "audioprotopnet.yaml", *data,
+               "--output_folder", app2, "--prototypes_per_class", "2", *TINY_HEAD, "--convnext_source",
+               convnext2 / "save", "--debug", "--debug_persistently")  # fmt: skip
+    head2 = torch.load(next((app2 / "save").glob("CKPT+*")) / "head.ckpt", weights_only=True)
+    assert set(head2) == set(head) and all(torch.equal(head2[k], head[k]) for k in head)
+    for test in ("POW", "PER"):
+        first, second = (json.loads((f / "test_results" / f"{test}.json").read_text()) for f in (app, app2))
+        first.pop("checkpoint"), second.pop("checkpoint")  # named by the time it was saved
+        assert first == second, test
+
     trained = json.loads((app / "test_results" / "POW.json").read_text())
     (app / "test_results" / "POW.json").unlink()
     run_recipe(RECIPE / "evaluate.py", RECIPE / "hparams" / "audioprotopnet.yaml", *app_args)
