@@ -47,9 +47,9 @@ def test_loaded_events_are_on_the_scale_of_the_loaded_clips(quiet):
 
 
 def test_the_evidence_mask_is_computed_on_the_classifier_grid(quiet, front_end):
-    """Outside the ground truth the event changes no bin by more than the rule allows (event <= rest - 6 dB:
-    between 20 log10(0.5) = -6.0 dB, interfering, and 20 log10(1.5) = +3.5 dB); the STFT-grid mask mapped to mel bands by majority misses bins the event
-    changes by far more (a tone fills one STFT bin of a wide mel band)."""
+    """Outside the ground truth the event changes no bin by more than the rule allows (event <= rest: between
+    -inf, cancelling, and 20 log10(2) = +6.02 dB); the STFT-grid mask mapped to mel bands by majority misses bins
+    the event changes by far more (a tone fills one STFT bin of a wide mel band)."""
     folder, rows, clips = quiet
     with torch.no_grad():
         mix_db = front_end.to_db(front_end(clips.wavs))
@@ -58,7 +58,7 @@ def test_the_evidence_mask_is_computed_on_the_classifier_grid(quiet, front_end):
     change = mix_db - rest_db
     audible = event_db > event_db.flatten(1).amax(1)[:, None, None] - 60  # the rule's floor
     outside = (clips.ground_truth < 0.5) & audible
-    assert float(change[outside].max()) <= 3.53 and float(change[outside].min()) >= -6.03
+    assert float(change[outside].max()) <= 6.03
     majority = torch.stack(
         [
             mask_on_grid(
@@ -74,7 +74,7 @@ def test_the_evidence_mask_is_computed_on_the_classifier_grid(quiet, front_end):
     k = 3
     assert torch.equal(
         clips.ground_truth[k] > 0.5,
-        evidence_on_grid(front_end, clips.event_wavs[k], clips.wavs[k] - clips.event_wavs[k], -6.0, -60.0),
+        evidence_on_grid(front_end, clips.event_wavs[k], clips.wavs[k] - clips.event_wavs[k], 0.0, -60.0),
     )
 
 

@@ -166,3 +166,38 @@ def test_the_leaderboard_writes_the_evidence_check_into_run_json_and_its_caption
     assert f"{check['accuracy_gt_silenced']:.2f}" in info["caption"]
     verdict = "pass" if check["passed"] else "fail"
     assert all(row["classifier evidence check"] == verdict for row in rows)
+    bands = (folder / "evidence_bands.md").read_text()  # the converse check, per band of the event's dominance
+    assert (
+        "| none silenced |" in bands and "| (+10, +inf] |" in bands and "| baseline (bins without the event) |" in bands
+    )
+
+
+def test_evidence_by_dominance_finds_the_bins_the_classifier_reads():
+    """The bands are silenced one at a time with the front end's silence: the band the classifier reads (the
+    class band, where the event dominates by 12 dB) drops the true class's probability; a band of the same
+    event it never reads (a tail where the event is 4 dB under the rest) and random bins without the event
+    drop nothing; empty bands say so (NaN)."""
+    from common.metrics.evidence import dominance_text, evidence_by_dominance
+
+    X, labels, gt = scenes(8)
+    source_db = torch.full_like(X, -100.0)
+    rest_db = torch.zeros_like(X)
+    source_db[gt > 0] = 12.0  # the event dominates the bins BandReader reads ...
+    tail = torch.zeros_like(gt, dtype=torch.bool)
+    for k, c in enumerate(labels.tolist()):
+        tail[k, 16:26, A[1](c)] = True  # ... and trails off, under the rest, where it reads nothing
+    source_db[tail] = -4.0
+    rows = evidence_by_dominance(BandReader(), X, labels, source_db, rest_db, seed=0)
+    by_band = {row["band"]: row for row in rows}
+    clean = by_band[None]
+    assert clean["accuracy"] == 1.0
+    read, ignored, baseline = by_band[(10.0, float("inf"))], by_band[(-6.0, -3.0)], by_band["baseline"]
+    assert read["area"] == pytest.approx(float(gt.mean()))
+    assert ignored["area"] == pytest.approx(float(tail.double().mean()))
+    assert read["accuracy"] <= 0.25 + 0.15 and read["probability"] < 0.5 * clean["probability"]
+    assert read["drop_per_percent"] > 0.1
+    assert ignored["probability"] == pytest.approx(clean["probability"]) and ignored["drop_per_percent"] == 0
+    assert abs(baseline["drop_per_percent"]) < 0.1 * read["drop_per_percent"]
+    assert math.isnan(by_band[(3.0, 6.0)]["drop_per_percent"]) and by_band[(3.0, 6.0)]["area"] == 0
+    text = dominance_text(rows)
+    assert "| (+10, +inf] | 0.0156 |" in text and "baseline" in text

@@ -137,6 +137,7 @@ def test_malformed_configs_name_the_file_and_the_key(tmp_path):
         "methods: [{name: saliency}]\nmetrics: [fid_out]\n": "metrics",
         "methods: [{name: saliency}]\nsanity: {treshold: 0.5}\n": "sanity.treshold",
         "methods: []\n": "methods",
+        "methods: [{name: saliency}]\nlocalization_clips: right\n": "localization_clips",
     }
     for tail, key in cases.items():
         path = write_config(tmp_path, base + tail)
@@ -348,6 +349,33 @@ def test_evaluation_loop_scores_with_the_suite_and_keeps_the_interpreters_diagno
     for name in names:
         torch.testing.assert_close(evaluation.per_clip[name].double(), expected[name].double(), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(evaluation.per_clip["peak"], explanation.saliency.flatten(1).amax(dim=1))
+
+
+def test_localization_on_correct_clips_blanks_only_the_misclassified_clips(trained, synthetic_data):
+    """localization_clips: correct. The ground-truth metrics of a clip whose explained (predicted) class is not
+    its true class are NaN; every other score and every other clip is as with all clips."""
+    from common.analysis.leaderboard import load_clips, select_rows
+    from common.analysis.leaderboard.run import evaluate_method
+
+    model, _ = trained
+    clips = load_clips(synthetic_data, select_rows(synthetic_data, [4, 5], 6), 16000, 1.0, model.front_end)
+    assert len(clips) == 6
+    with torch.no_grad():
+        predicted = model.logits(model.features(clips.wavs)).argmax(1)
+    truth = predicted.clone()
+    truth[[1, 4]] = (predicted[[1, 4]] + 1) % 3  # as if clips 1 and 4 were misclassified
+    names = ["localization_auc", "pointing_game", "fid_in"]
+    interpreter = GradientSaliency(model)
+    kept = evaluate_method("saliency", interpreter, model, clips, names, batch_size=4, progress=False)
+    only = evaluate_method(
+        "saliency", interpreter, model, clips, names, batch_size=4, progress=False, true_targets=truth
+    )
+    wrong = torch.zeros(6, dtype=torch.bool)
+    wrong[[1, 4]] = True
+    for name in ("localization_auc", "pointing_game"):
+        assert torch.isnan(only.per_clip[name][wrong]).all()
+        torch.testing.assert_close(only.per_clip[name][~wrong].double(), kept.per_clip[name][~wrong].double())
+    torch.testing.assert_close(only.per_clip["fid_in"], kept.per_clip["fid_in"])
 
 
 @pytest.mark.parametrize("config", sorted((REPO / "tools" / "leaderboard").glob("*.yaml")), ids=lambda p: p.name)

@@ -175,6 +175,8 @@ def run_leaderboard(out, data, classifier_dir, trained, args):
         "methods": methods,
         "n_report_clips": 3,
         "sanity": {"threshold": 0.5, "n_clips": 8},
+        # ground-truth metrics where the explained (predicted) class is the true one, as the scene leaderboards
+        "localization_clips": "correct",
     }
     check_config(config, "quickstart leaderboard")
     run(config)

@@ -11,8 +11,10 @@ accuracy to near chance and the second does not.
 Both interventions punch holes; a classifier that never saw any in training
 is thrown by them, or reads the silenced event's outline, and fails for that
 reason (docs/leaderboards.md): the leaderboards' classifiers are trained with
-``common.models.augment.SilencePatches``. ``cue_reliance`` measures how much a
-classifier follows a planted shortcut cue (clever_hans).
+``common.models.augment.SilencePatches``. ``evidence_by_dominance`` asks the converse,
+whether the ground truth claims bins the classifier ignores: it silences the event's bins band by band
+of how much the event dominates them. ``cue_reliance`` measures how much a classifier follows a planted
+shortcut cue (clever_hans).
 """
 
 import torch
@@ -95,6 +97,92 @@ def evidence_check(classifier, X, labels, gt_masks, seed=0, n_classes=None, marg
         "reason": "; ".join(reasons),
         "control": "equal number of the loudest non-ground-truth bins per clip (level above silence)",
     }
+
+
+# Bands of event-minus-rest level (dB) that evidence_by_dominance silences one at a time, the last one open.
+DOMINANCE_EDGES = (-6.0, -3.0, 0.0, 3.0, 6.0, 10.0)
+
+
+def _target_probability(classifier, X, labels, batch_size):
+    """(accuracy, mean softmax probability of each clip's own class)."""
+    correct, prob = 0, 0.0
+    with torch.no_grad():
+        for lo in range(0, X.shape[0], batch_size):
+            logits = classifier.logits(X[lo : lo + batch_size])
+            target = labels[lo : lo + batch_size]
+            correct += int((logits.argmax(-1) == target).sum())
+            prob += float(logits.softmax(-1).gather(1, target[:, None]).sum())
+    n = max(X.shape[0], 1)
+    return correct / n, prob / n
+
+
+def evidence_by_dominance(
+    classifier, X, labels, source_db, rest_db, edges=DOMINANCE_EDGES, floor_db=-60.0, seed=0, batch_size=16
+):
+    """How much the classifier uses the event's bins, by how much the event dominates each.
+
+    X (N, T, F) features; labels (N,); source_db / rest_db (N, T, F) the event's and the rest's level on X's
+    grid (``ground_truth.levels_on_grid``). For each band (lo, hi] of source_db - rest_db (``edges``, the last
+    band open above), among bins within ``floor_db`` of the event's peak, those bins alone are silenced (the
+    front end's silence) and the drop of the mean probability of the true class is divided by the share of the
+    plane silenced (in %): a band the classifier ignores drops as little per area as the baseline row, as many
+    random bins where the event is not within that range at all (below the first edge or under the floor) as
+    the clip has bins above 0 dB. A ground-truth rule should keep the bands that drop well above the baseline.
+    Returns a list of dicts: ``band`` (lo, hi), ``area`` (mean share of bins), ``accuracy``, ``probability``,
+    ``drop_per_percent``; the first entry is the clean clips (band None), the last the baseline (band
+    "baseline").
+    """
+    X = X.detach()
+    labels = torch.as_tensor(labels).reshape(-1).long()
+    margin = (source_db - rest_db).to(X.device)
+    audible = source_db.to(X.device) > source_db.flatten(1).amax(1).to(X.device)[:, None, None] + floor_db
+    with torch.no_grad():
+        silence = silence_of(classifier, X)
+    accuracy, probability = _target_probability(classifier, X, labels, batch_size)
+    rows = [{"band": None, "area": 0.0, "accuracy": accuracy, "probability": probability, "drop_per_percent": 0.0}]
+
+    def silenced(mask, band):
+        with torch.no_grad():
+            X_b = keep_masked(X, (~mask).to(X.dtype), silence)
+        acc, prob = _target_probability(classifier, X_b, labels, batch_size)
+        area = float(mask.double().mean())
+        drop = (probability - prob) / (100 * area) if area > 0 else float("nan")
+        rows.append({"band": band, "area": area, "accuracy": acc, "probability": prob, "drop_per_percent": drop})
+
+    bounds = list(edges) + [float("inf")]
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        silenced(audible & (margin > lo) & (margin <= hi), (lo, hi))
+    generator = torch.Generator().manual_seed(int(seed))
+    elsewhere = (~audible | (margin <= edges[0])).flatten(1).cpu()
+    baseline = torch.zeros_like(elsewhere)
+    for k in range(X.shape[0]):
+        pool = elsewhere[k].nonzero().squeeze(1)
+        n = min(int((audible[k] & (margin[k] > 0)).sum()), len(pool))
+        baseline[k, pool[torch.randperm(len(pool), generator=generator)[:n]]] = True
+    silenced(baseline.reshape(X.shape).to(X.device), "baseline")
+    return rows
+
+
+def dominance_text(rows):
+    """A markdown table of ``evidence_by_dominance``'s rows."""
+    lines = [
+        "| event - rest (dB) | share of bins | accuracy | p(true class) | drop of p per 1 % of bins |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        band = row["band"]
+        name = (
+            "none silenced"
+            if band is None
+            else "baseline (bins without the event)"
+            if band == "baseline"
+            else f"({band[0]:+g}, {band[1]:+g}]"
+        )
+        lines.append(
+            f"| {name} | {row['area']:.4f} | {row['accuracy']:.2f} | {row['probability']:.3f} | "
+            f"{row['drop_per_percent']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def cue_reliance(classifier, X_with, X_without, labels, has_cue, cue_class, batch_size=16):

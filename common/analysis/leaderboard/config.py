@@ -24,6 +24,10 @@ test folds, while the classifiers train on ``data.folder``.
 ``rank_by`` (a metric name or a list) picks the rank column(s) (default:
 localization AUC when the data has ground truth, else deletion AUC);
 ``bootstrap`` (``n_resamples``, ``confidence``, ``seed``) sets the intervals.
+``localization_clips``: ``all`` (default) scores the ground-truth metrics on every clip; ``correct`` only on
+the clips the explained model classifies correctly (each method explains the predicted class, and the ground
+truth is the true class's evidence, so on a misclassified clip it is not the evidence of what is explained;
+the other clips score NaN there, as a clip with no event does).
 ``data_randomization`` on a classifier (true or ``{seed: N}``) also trains it on
 shuffled labels for the sanity check's data randomisation test (``sanity.py``).
 """
@@ -49,7 +53,9 @@ TOP_KEYS = {
     "seed",
     "rank_by",
     "bootstrap",
+    "localization_clips",
 }
+LOCALIZATION_CLIPS = ("all", "correct")
 DATA_KEYS = {"folder", "synthetic", "test_folds", "train_folds", "n_clips", "explain_folder"}
 CLASSIFIER_KEYS = {
     "hparams",
@@ -192,6 +198,8 @@ def check_config(config, path):
             _fail(path, "rank_by", f"unknown metric {name!r}; known: {METRICS.names()}")
         if config.get("metrics") and name not in config["metrics"]:
             _fail(path, "rank_by", f"{name!r} is not one of the leaderboard's metrics")
+    if config.get("localization_clips", "all") not in LOCALIZATION_CLIPS:
+        _fail(path, "localization_clips", f"one of {list(LOCALIZATION_CLIPS)}, got {config['localization_clips']!r}")
     for key in set(config.get("bootstrap") or {}) - BOOTSTRAP_KEYS:
         _fail(path, f"bootstrap.{key}", f"unknown key; known: {sorted(BOOTSTRAP_KEYS)}")
 

@@ -32,8 +32,10 @@ from common.analysis.leaderboard.table import (
     rank_metrics,
     uncertainty_legend,
 )
-from common.metrics import EvaluationSuite, per_clip_rows
+from common.errors import ConfigError
+from common.metrics import LOCALIZATION_METRICS, EvaluationSuite, per_clip_rows
 from common.metrics.evaluation import evaluate_interpreter
+from common.metrics.evidence import dominance_text
 
 
 @dataclass
@@ -55,6 +57,13 @@ class MethodResult:
 EVENT_SHARES = ("relevance on event 1", "relevance on event 2")
 CUE_COLUMN = "top region on cue (model followed it)"
 DESIGN_COLUMNS = (*EVENT_SHARES, CUE_COLUMN)
+DOMINANCE_CAPTION = (
+    "Which of the event's bins each classifier uses (common.metrics.evidence.evidence_by_dominance): the event's "
+    "bins (within 60 dB of its peak) grouped by how far the event is above everything else in them, each group "
+    "silenced alone with the front end's silence over the test clips; the drop of the true class's mean "
+    "probability per 1 % of the plane silenced, against as many random bins without the event (baseline). The "
+    "ground truth should hold the bands that drop well above the baseline, and only those."
+)
 
 
 def design_scores(evaluation, clips):
@@ -88,8 +97,12 @@ def evaluate_method(
     n_examples=0,
     classifier_name="",
     progress=True,
+    true_targets=None,
 ):
     """Explain ``clips`` with ``interpreter`` and score them; returns a MethodResult.
+
+    ``true_targets`` (N,) class indices: the localization metrics and event shares score NaN on the clips
+    whose explained (predicted) class is not the true one (the config's ``localization_clips: correct``).
 
     ``sanity``: None, or the options of ``sanity_check`` plus ``n_clips`` (the
     first clips it runs on). Seconds per clip are measured around ``explain``.
@@ -118,6 +131,12 @@ def evaluate_method(
             )
     seconds = evaluation.explain_seconds / max(len(clips), 1)
     per_clip = {**evaluation.per_clip, **design_scores(evaluation, clips)}
+    if true_targets is not None:  # localization only where the explained (predicted) class is the true one
+        predicted = torch.cat([torch.as_tensor(b.explanation.target).reshape(-1) for b in evaluation.batches])
+        wrong = predicted.cpu() != torch.as_tensor(true_targets).reshape(-1)
+        for name in set(per_clip) & {*LOCALIZATION_METRICS, *EVENT_SHARES}:
+            scores = torch.as_tensor(per_clip[name], dtype=torch.float64)
+            per_clip[name] = torch.where(wrong, torch.full_like(scores, float("nan")), scores)
     result = MethodResult(label, classifier_name, per_clip, seconds, examples=examples)
     # a black box (LiteRT's BirdNET) declares it has no weights to randomise: no sanity check, its row says '-'
     if sanity is not None and getattr(classifier, "randomizable", True):
@@ -168,6 +187,18 @@ def save_examples(result, clips, explained, labels, sample_rate, out, example_me
         )
 
 
+def true_indices(clips, labels, method):
+    """(N,) the clips' true class indices in ``labels`` (index -> name) of the model a method explains."""
+    index = {name: k for k, name in (labels or {}).items()}
+    missing = sorted({name for name in clips.labels if name not in index})
+    if missing:
+        raise ConfigError(
+            f"localization_clips: correct needs each clip's class among the labels of the model {method} explains; "
+            f"{missing} are not (its labels: {sorted(index)}); use localization_clips: all"
+        )
+    return torch.tensor([index[name] for name in clips.labels])
+
+
 def classifier_evidence(entry, classifier, hp, labels, data_folder, rows, seed=0):
     """``evidence_check`` of one classifier on the test clips with ground truth; {"skipped": why} without it."""
     from common.metrics.evidence import evidence_check
@@ -183,7 +214,17 @@ def classifier_evidence(entry, classifier, hp, labels, data_folder, rows, seed=0
     with torch.no_grad():
         X = classifier.features(clips.wavs)
     targets = torch.tensor([index[name] for name in clips.labels])
-    return evidence_check(classifier, X, targets, clips.ground_truth, seed=seed, n_classes=len(labels))
+    check = evidence_check(classifier, X, targets, clips.ground_truth, seed=seed, n_classes=len(labels))
+    if clips.event_wavs is not None:  # which of the event's bins the classifier uses (is the rule too wide?)
+        from common.data.synthetic.ground_truth import levels_on_grid
+        from common.metrics.evidence import evidence_by_dominance
+
+        levels = [
+            levels_on_grid(classifier.front_end, e, w - e) for e, w in zip(clips.event_wavs, clips.wavs, strict=True)
+        ]
+        source_db, rest_db = (torch.stack(v) for v in zip(*levels, strict=True))
+        check["by_dominance"] = evidence_by_dominance(classifier, X, targets, source_db, rest_db, seed=seed)
+    return check
 
 
 def classifier_cue_reliance(classifier, labels, clips):
@@ -289,6 +330,7 @@ def run(config, progress=True):
     metrics = config.get("metrics") or METRIC_COLUMNS
     sanity_options = {"threshold": 0.5, "n_clips": 8, "seed": 0, **(config.get("sanity") or {})}
     n_report = int(config.get("n_report_clips", 3))
+    only_correct = config.get("localization_clips", "all") == "correct"
 
     entries, loaded, shuffled = {}, {}, {}
     for name, entry in config["classifiers"].items():
@@ -319,6 +361,7 @@ def run(config, progress=True):
         labels_used = getattr(explained, "labels", None) or labels
         if isinstance(labels_used, (list, tuple)):  # a model that lists its own labels (BirdNET)
             labels_used = dict(enumerate(labels_used))
+        class_names = labels_used  # before any display names: the clips' categories are these
         display_name = getattr(explained, "display_name", None)  # plain names where a model declares them
         if callable(display_name) and labels_used:
             labels_used = {k: display_name(v) for k, v in labels_used.items()}
@@ -341,6 +384,7 @@ def run(config, progress=True):
                 n_examples=n_report,
                 classifier_name=shown,
                 progress=progress,
+                true_targets=true_indices(clips, class_names, label) if only_correct else None,
             )
         except Exception as exc:
             traceback.print_exc()
@@ -351,16 +395,20 @@ def run(config, progress=True):
         save_examples(result, clips, explained, labels_used, hp_used["sample_rate"], out, example_meta)
         del interpreter
 
-    evidence = {}
+    evidence, bands = {}, []
     for name, entry in entries.items():
         if name not in loaded:
             classifier, hp = entry.load()
             loaded[name] = (classifier, hp, entry.labels(classifier))
         evidence[name] = classifier_evidence(entry, *loaded[name], clips_folder, rows, int(config.get("seed", 0)))
         print(f"evidence check ({entry.display}): {evidence_text(evidence[name])}", flush=True)
+        if evidence[name].get("by_dominance"):
+            bands.append(f"## {entry.display}\n\n{dominance_text(evidence[name]['by_dominance'])}")
         if reliance.get(name):
             print(f"cue reliance ({entry.display}): {reliance_text(reliance[name])}", flush=True)
 
+    if bands:
+        atomic_write_text(out / "evidence_bands.md", DOMINANCE_CAPTION + "\n\n" + "\n".join(bands))
     # The CSV keeps each mean's interval bounds as columns; the markdown and the report show "mean [lo, hi]".
     bootstrap = {"n_resamples": N_RESAMPLES, "confidence": CONFIDENCE, "seed": 0, **(config.get("bootstrap") or {})}
     table_rows, columns = drop_empty_columns(
@@ -385,7 +433,14 @@ def run(config, progress=True):
     meta_text = meta_evaluation(per_clip, table_rows, out, bootstrap)
     caption = (
         f"{len(rows)} clips of folds {test_folds} of {data_folder.name}; per-clip means. "
-        f"Directions: {direction_legend([m for m in metrics if any(m in r.per_clip for r in results)])}. "
+        + (
+            "The ground-truth metrics (localization, relevance on each event) are means over the clips the "
+            "explained model classifies correctly (localization_clips: correct): each method explains the "
+            "predicted class, and the ground truth is the true class's evidence. "
+            if only_correct
+            else ""
+        )
+        + f"Directions: {direction_legend([m for m in metrics if any(m in r.per_clip for r in results)])}. "
         f"Sanity: Spearman rank correlation and SSIM of |saliency| before/after re-initialising the classifier's "
         f"layers cumulatively from the top (the head, then also each encoder block down to the input; 'last step': "
         f"every layer random; mean over {sanity_options['n_clips']} clips; per step in sanity_cascade.png); fail "
@@ -409,7 +464,10 @@ def run(config, progress=True):
         "caption": caption,
         "columns": shown_columns,
         "rows": shown_rows,
-        "evidence_check": {entries[n].display: e for n, e in evidence.items()},
+        # the bands go to evidence_bands.md (their open bound and empty bands' NaN are not JSON)
+        "evidence_check": {
+            entries[n].display: {k: v for k, v in e.items() if k != "by_dominance"} for n, e in evidence.items()
+        },
         "cue_reliance": {
             entries[n].display: {k: v for k, v in r.items() if k != "followed"} for n, r in reliance.items() if r
         },

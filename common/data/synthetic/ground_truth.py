@@ -118,16 +118,22 @@ def _peak_scale(data_folder, clip_id):
     return 1.0 / peak if peak > 0 else 1.0
 
 
-def evidence_on_grid(front_end, source, rest, ratio_db, floor_db):
-    """(T, F) bool: bins of ``front_end``'s grid where ``source`` is above ``rest`` + ratio_db dB and within
-    floor_db dB of its own peak (a scene's ``mask_rule``); source and rest are (samples,) waveforms."""
-    # on the front end's device (an interpreter Brain may have moved it to a GPU); the mask comes back on the CPU
+def levels_on_grid(front_end, source, rest):
+    """(source dB, rest dB), each (T, F) on ``front_end``'s grid (on the CPU); source and rest are (samples,)."""
+    # on the front end's device (an interpreter Brain may have moved it to a GPU)
     device = next((t.device for t in (*front_end.parameters(), *front_end.buffers())), torch.device("cpu"))
     with torch.no_grad():
         parts = torch.stack([source, rest]).float().to(device)
         to_db = getattr(front_end, "parts_to_db", None)  # each part on the mixture's scale, where a front end says
         s_db, r_db = to_db(parts) if callable(to_db) else front_end.to_db(front_end(parts))
-    return ((s_db > r_db + ratio_db) & (s_db > s_db.max() + floor_db)).cpu()
+    return s_db.cpu(), r_db.cpu()
+
+
+def evidence_on_grid(front_end, source, rest, ratio_db, floor_db):
+    """(T, F) bool: bins of ``front_end``'s grid where ``source`` is above ``rest`` + ratio_db dB and within
+    floor_db dB of its own peak (a scene's ``mask_rule``); source and rest are (samples,) waveforms."""
+    s_db, r_db = levels_on_grid(front_end, source, rest)
+    return (s_db > r_db + ratio_db) & (s_db > s_db.max() + floor_db)
 
 
 def _scene_truth_on_grid(data_folder, clip_id, record, front_end, shape):
