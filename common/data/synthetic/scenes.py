@@ -131,10 +131,11 @@ def dominance_mask(event, rest, n_fft, hop, win, floor_db=-40.0, ratio_db=0.0):
 # The evidence rule of the designs below (loud_evidence keeps its own, 0 dB / -40 dB): a bin is the
 # event's where the event is louder than everything else in it (the ideal binary mask's 0 dB local
 # criterion) and within 60 dB of its own peak. Checked by intervention on quiet_evidence with a log-mel CNN
-# (tools/evidence_bands.py): silencing the event's bins where it is 0-6 dB *below* the rest (the rule of
-# earlier versions also counted them) left accuracy and the target's probability as they were (0.95 / 0.85 ->
-# 0.94 / 0.84), and LRP's least relevant half of the old mask was exactly such bins (event 3.7 dB above the
-# rest on average, against 17 dB for the most relevant half): the old mask claimed bins the model ignores.
+# (each leaderboard run's evidence_bands.md, common.metrics.evidence.evidence_by_dominance): silencing the
+# event's bins where it is 0-6 dB *below* the rest (the rule of earlier versions also counted them) changed
+# the true class's probability no more than silencing random bins without the event, and LRP's least relevant
+# half of the old mask was such bins (event 3.7 dB above the rest on average, against 17 dB for the most
+# relevant half): the old mask claimed bins the model ignores (docs/leaderboards.md, quiet_evidence).
 EVIDENCE_RULE = {"ratio_db": 0.0, "floor_db": -60.0}
 
 
