@@ -177,7 +177,8 @@ def test_evidence_by_dominance_finds_the_bins_the_classifier_reads():
     class band, where the event dominates by 12 dB) drops the true class's probability; a band of the same
     event it never reads (a tail where the event is 4 dB under the rest) and random bins without the event
     drop nothing; empty bands say so (NaN)."""
-    from common.metrics.evidence import dominance_text, evidence_by_dominance
+    from common.analysis.leaderboard.run import dominance_text
+    from common.metrics.evidence import evidence_by_dominance
 
     X, labels, gt = scenes(8)
     source_db = torch.full_like(X, -100.0)

@@ -27,12 +27,7 @@ MARGIN = 0.15
 
 
 def _accuracy(classifier, X, labels, batch_size):
-    correct = 0
-    with torch.no_grad():
-        for lo in range(0, X.shape[0], batch_size):
-            logits = classifier.logits(X[lo : lo + batch_size])
-            correct += int((logits.argmax(-1) == labels[lo : lo + batch_size]).sum())
-    return correct / max(X.shape[0], 1)
+    return _target_probability(classifier, X, labels, batch_size)[0]
 
 
 def distractor_masks(X, gt, silence, seed=0):
@@ -161,28 +156,6 @@ def evidence_by_dominance(
         baseline[k, pool[torch.randperm(len(pool), generator=generator)[:n]]] = True
     silenced(baseline.reshape(X.shape).to(X.device), "baseline")
     return rows
-
-
-def dominance_text(rows):
-    """A markdown table of ``evidence_by_dominance``'s rows."""
-    lines = [
-        "| event - rest (dB) | share of bins | accuracy | p(true class) | drop of p per 1 % of bins |",
-        "|---|---|---|---|---|",
-    ]
-    for row in rows:
-        band = row["band"]
-        name = (
-            "none silenced"
-            if band is None
-            else "baseline (bins without the event)"
-            if band == "baseline"
-            else f"({band[0]:+g}, {band[1]:+g}]"
-        )
-        lines.append(
-            f"| {name} | {row['area']:.4f} | {row['accuracy']:.2f} | {row['probability']:.3f} | "
-            f"{row['drop_per_percent']:.3f} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def cue_reliance(classifier, X_with, X_without, labels, has_cue, cue_class, batch_size=16):

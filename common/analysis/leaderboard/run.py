@@ -35,7 +35,6 @@ from common.analysis.leaderboard.table import (
 from common.errors import ConfigError
 from common.metrics import LOCALIZATION_METRICS, EvaluationSuite, per_clip_rows
 from common.metrics.evaluation import evaluate_interpreter
-from common.metrics.evidence import dominance_text
 
 
 @dataclass
@@ -64,6 +63,35 @@ DOMINANCE_CAPTION = (
     "probability per 1 % of the plane silenced, against as many random bins without the event (baseline). The "
     "ground truth should hold the bands that drop well above the baseline, and only those."
 )
+
+
+def dominance_text(rows):
+    """A markdown table of ``evidence_by_dominance``'s rows."""
+    from common.reports.tables import markdown_table
+
+    def name(band):
+        if band is None:
+            return "none silenced"
+        return "baseline (bins without the event)" if band == "baseline" else f"({band[0]:+g}, {band[1]:+g}]"
+
+    columns = ["event - rest (dB)", "share of bins", "accuracy", "p(true class)", "drop of p per 1 % of bins"]
+    shown = [
+        dict(
+            zip(
+                columns,
+                (
+                    name(row["band"]),
+                    f"{row['area']:.4f}",
+                    f"{row['accuracy']:.2f}",
+                    f"{row['probability']:.3f}",
+                    f"{row['drop_per_percent']:.3f}",
+                ),
+                strict=True,
+            )
+        )
+        for row in rows
+    ]
+    return markdown_table(shown, columns)
 
 
 def design_scores(evaluation, clips):
