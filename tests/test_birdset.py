@@ -336,6 +336,12 @@ def test_both_stages_evaluation_and_analyses_end_to_end(birdset_fixture, tmp_pat
     assert all(torch.equal(backbone[k], stage1[k]) for k in stage1 if ".stages.3." in k or k.startswith("layernorm"))
     assert head["prototype_vectors"].shape == (6, 24, 1, 1) and head["last_layer.weight"].shape == (3, 2)
     assert head["frequency_weights"].shape == (6, 8)  # 2 x 64 mels / 16 rows
+    # the defaults prune (ProtoPNet's rule) after training: the checkpoint's mask is prune.json's record
+    prune = json.loads((app / "save" / "prune.json").read_text())["prototypes"]
+    kept = [r["prototype"] for r in prune if not r["pruned"]]
+    assert "pruned: true" in (ckpt / "CKPT.yaml").read_text()
+    assert head["prototype_mask"].tolist() == [0.0 if r["pruned"] else 1.0 for r in prune]
+    assert all(any(r["class"] == c and not r["pruned"] for r in prune) for c in range(3))  # each class keeps one
 
     # the same seed, the same numbers: both stages trained again from scratch into other folders give the same
     # weights and test scores (an unseeded draw anywhere in data order, crops or initialisation would not)
@@ -363,7 +369,7 @@ def test_both_stages_evaluation_and_analyses_end_to_end(birdset_fixture, tmp_pat
     run_recipe(RECIPE / "global_analysis.py", RECIPE / "hparams" / "audioprotopnet.yaml", *app_args,
                "--top_k_clips", "2")  # fmt: skip
     index = json.loads((app / "analysis" / "global" / "global_analysis.json").read_text())
-    assert len(index["prototypes"]) == 6
+    assert sorted(int(p) for p in index["prototypes"]) == kept  # the pruned prototypes are not shown
     for entry in index["prototypes"].values():
         proto = app / "analysis" / "global" / entry["folder"]
         assert entry["class"] in names and len(entry["matches"]) == 2
@@ -394,7 +400,10 @@ def test_both_stages_evaluation_and_analyses_end_to_end(birdset_fixture, tmp_pat
         truth = json.loads((folder / test / "ground_truth_test_5s.json").read_text())
         labelled = {(int(c), e["species"]) for c, events in truth.items() for e in events}
         assert {(r["clip"], r["species"]) for r in loc["rows"]} == labelled
-        assert loc["summary"]["pairs"] == len(labelled) and len(loc["rows"]) == 2 * len(labelled)
+        assert loc["summary"]["pairs"] == len(labelled)
+        for pair in labelled:  # one row per kept prototype of the species, none for a pruned one
+            shown = sorted(r["prototype"] for r in loc["rows"] if (r["clip"], r["species"]) == pair)
+            assert shown == [p for p in kept if prune[p]["class"] == prune[shown[0]]["class"]], pair
         top = [r for r in loc["rows"] if r["top"]]
         assert loc["summary"]["box_on_events"] == pytest.approx(np.mean([r["box_on_events"] for r in top]))
         assert {r["prototype"] for r in loc["per_prototype"]} == {r["prototype"] for r in loc["rows"]}

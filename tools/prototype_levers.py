@@ -81,12 +81,12 @@ def levers(stage_width, n_mels):
             box99,
         ),  # fmt: skip
         "stage3_joint_freq_p99_relevance": (
-            "stage 3 + joint + frequency weights, box on the relevance (PRP), 99th connected (the defaults)",
+            "stage 3 + joint + frequency weights, box on the relevance (PRP), 99th connected",
             stage(3) + joint + frequency(3),
             box99 + relevance,
         ),  # fmt: skip
         "stage3_joint_freq_p99_prune_relevance": (
-            "  + pruning",
+            "  + pruning (the defaults)",
             stage(3) + joint + frequency(3) + PRUNE,
             box99 + relevance,
         ),  # fmt: skip
